@@ -1,0 +1,162 @@
+"""The `drlake` command: thin wrappers that parse arguments and call stage functions.
+
+User mistakes (DrlakeError) print one line `drlake: error: ...` and exit with status 2; any other
+exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipelines.exceptions import DrlakeError, InputError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="drlake: a deep-radiomics data lake. Ingest MRI cohorts, compute IBSI and deep radiomic "
+    "features, query them with SQL and run the seed papers' statistics.",
+    pretty_exceptions_enable=False,
+)
+
+LakeOpt = Annotated[
+    str, typer.Option("--lake", help="lake root: a folder or an fsspec URL (s3://bucket/lake)")
+]
+
+
+class Size(str, Enum):
+    small = "small"
+    paper = "paper"
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings only")] = False,
+):
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="drlake: %(message)s", stream=sys.stderr)
+    for noisy in ("numba", "distributed", "fsspec", "s3fs", "botocore", "aiobotocore", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="folder to write the cohort files into")],
+    patients: Annotated[int, typer.Option(help="number of patients (main cohort)")] = 151,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    size: Annotated[Size, typer.Option(help="small (fast demo) or paper (1 mm, ~256^2)")] = (
+        Size.small
+    ),
+    biopsy_patients: Annotated[int, typer.Option(help="patients of the biopsy cohort")] = 45,
+    effect_scale: Annotated[
+        float, typer.Option(help="strength of planted effects; 0 gives a null cohort")
+    ] = 1.0,
+):
+    """Write a synthetic cohort (NIfTI images + masks, CSV tables, ground truth) as files."""
+    from pipelines.synth import make_cohort
+
+    if patients < 1:
+        raise InputError("--patients must be >= 1")
+    paths = make_cohort(
+        out_dir,
+        n_patients=patients,
+        seed=seed,
+        size=size.value,
+        biopsy_patients=biopsy_patients,
+        effect_scale=effect_scale,
+    )
+    typer.echo(f"synthetic cohort written to {out_dir}")
+    for k, v in paths.items():
+        if isinstance(v, str | Path):
+            typer.echo(f"  {k}: {v}")
+
+
+@app.command()
+def ingest(
+    manifest: Annotated[Path, typer.Argument(help="CSV: patient_id,modality,image,mask")],
+    lake: LakeOpt = "lake",
+    clinical: Annotated[Path | None, typer.Option(help="clinical.csv")] = None,
+    immune: Annotated[Path | None, typer.Option(help="immune markers CSV (wide)")] = None,
+    expression: Annotated[Path | None, typer.Option(help="genes x samples TPM (TSV)")] = None,
+    biopsies: Annotated[Path | None, typer.Option(help="biopsies.csv")] = None,
+    spacing: Annotated[float, typer.Option(help="isotropic voxel size after resampling, mm")] = 1.0,
+    label: Annotated[
+        int | None, typer.Option(help="mask label of the ROI (default: masks must be 0/1)")
+    ] = None,
+    clip: Annotated[
+        str | None,
+        typer.Option(help="robust normalisation: percentiles LO,HI of brain voxels, e.g. 0.5,99.5"),
+    ] = None,
+    cohort: Annotated[str, typer.Option(help="cohort name recorded with the patients")] = "main",
+):
+    """Ingest image files and tables into the lake (resample, normalise, validate)."""
+    from pipelines.ingest import IngestSettings
+    from pipelines.ingest import ingest as run_ingest
+    from pipelines.lake import Lake
+
+    clip_p = None
+    if clip:
+        try:
+            lo, hi = (float(v) for v in clip.split(","))
+        except ValueError:
+            raise InputError(f"--clip expects LO,HI percentiles, got {clip!r}") from None
+        clip_p = (lo, hi)
+    settings = IngestSettings(spacing_mm=spacing, label=label, clip_percentiles=clip_p,
+                              cohort=cohort)
+    summary = run_ingest(
+        manifest, Lake(lake), clinical=clinical, immune=immune, expression=expression,
+        biopsies=biopsies, settings=settings,
+    )
+    typer.echo(str(summary))
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="folder for the synthetic cohort files")
+    ] = Path("demo-cohort"),
+    lake: LakeOpt = "lake",
+    patients: Annotated[int, typer.Option(help="patients in the demo cohort")] = 24,
+    biopsy_patients: Annotated[int, typer.Option(help="patients of the biopsy cohort")] = 12,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+):
+    """Run everything end to end on a small synthetic cohort and say where the results are."""
+    from pipelines.demo import run_demo
+
+    run_demo(workdir=workdir, lake_url=lake, patients=patients, biopsy_patients=biopsy_patients,
+             seed=seed, echo=typer.echo)
+
+
+@app.command()
+def runs(lake: LakeOpt = "lake"):
+    """List the run log of a lake."""
+    from pipelines.lake import Lake
+
+    df = Lake(lake).runs()
+    if df.empty:
+        typer.echo("no runs")
+        return
+    cols = ["run_id", "stage", "status", "started_at", "ended_at", "message"]
+    typer.echo(df[cols].to_string(index=False))
+
+
+def main() -> None:
+    """Entry point of the `drlake` console script."""
+    try:
+        app()
+    except DrlakeError as exc:
+        typer.echo(f"drlake: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("drlake: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Medical image readers: NIfTI, NRRD, MHA/MHD (SimpleITK) and DICOM series (a folder per series).
+
+Every reader returns a SimpleITK image, so geometry (spacing, origin, direction) travels with the
+voxels. Arrays come out in (z, y, x) order; spacing and origin stay in ITK's (x, y, z) LPS
+convention in the image and are converted once, in `spatial_metadata`.
+
+DICOM de-identification: only the header fields in `DICOM_ALLOWED_TAGS` are ever read into drlake;
+names, ids, dates, free text and everything else never leave the source files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from pipelines.exceptions import InputError
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+
+# The only DICOM attributes that may reach the lake (geometry, modality, series description).
+DICOM_ALLOWED_TAGS = (
+    "Modality",
+    "SeriesDescription",
+    "MRAcquisitionType",
+    "SliceThickness",
+    "PixelSpacing",
+    "ImageOrientationPatient",
+    "MagneticFieldStrength",
+    "RepetitionTime",
+    "EchoTime",
+)
+
+
+def read_image(path: str | Path) -> sitk.Image:
+    """Return the image at `path` (a file, or a folder holding one DICOM series).
+
+    Raises InputError naming the file when it is missing, unreadable or truncated.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    try:
+        if p.is_dir():
+            return _read_dicom_series(p)
+        if image_format(p) == "nifti":
+            return _read_nifti(p)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(p))
+        reader.LoadPrivateTagsOff()
+        return reader.Execute()
+    except InputError:
+        raise
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise InputError(f"{p}: cannot read image ({_short_itk_message(detail)})") from None
+
+
+def read_image_information(path: str | Path) -> dict:
+    """Return the geometry of an image file without reading its voxels (size, spacing, ...)."""
+    p = Path(path)
+    if p.is_dir():
+        img = read_image(p)
+        return geometry_of(img)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise InputError(f"{p}: cannot read image ({_short_itk_message(detail)})") from None
+    return {
+        "size": tuple(int(s) for s in reader.GetSize()),
+        "spacing": tuple(float(s) for s in reader.GetSpacing()),
+        "origin": tuple(float(s) for s in reader.GetOrigin()),
+        "direction": tuple(float(s) for s in reader.GetDirection()),
+        "dimension": int(reader.GetDimension()),
+    }
+
+
+def geometry_of(img: sitk.Image) -> dict:
+    """Return size, spacing, origin and direction of an image, ITK (x, y, z) order."""
+    return {
+        "size": tuple(int(s) for s in img.GetSize()),
+        "spacing": tuple(float(s) for s in img.GetSpacing()),
+        "origin": tuple(float(s) for s in img.GetOrigin()),
+        "direction": tuple(float(s) for s in img.GetDirection()),
+        "dimension": int(img.GetDimension()),
+    }
+
+
+def _read_nifti(path: Path) -> sitk.Image:
+    """Return a NIfTI image: voxels read by nibabel, geometry by ITK (LPS) from the header.
+
+    SimpleITK's NIfTI reader silently turns NaN voxels into 0 and accepts truncated files;
+    nibabel reports both, so it reads the voxels (in the file's own index order, the same order
+    ITK uses) while ITK converts the qform/sform to its LPS geometry.
+    """
+    import nibabel as nib
+
+    info = sitk.ImageFileReader()
+    info.SetFileName(str(path))
+    info.ReadImageInformation()
+    try:
+        nimg = nib.load(str(path))
+        data = np.asanyarray(nimg.dataobj)
+    except Exception as exc:  # nibabel raises several types for truncated/corrupt data
+        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3 or tuple(data.shape) != tuple(info.GetSize()[:3]):
+        raise InputError(f"{path}: expected a 3D image, got array shape {data.shape}")
+    img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    img.SetSpacing(info.GetSpacing()[:3])
+    img.SetOrigin(info.GetOrigin()[:3])
+    img.SetDirection(info.GetDirection() if len(info.GetDirection()) == 9 else
+                     np.asarray(info.GetDirection()).reshape(4, 4)[:3, :3].ravel().tolist())
+    return img
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not ids:
+        raise InputError(f"{folder}: no DICOM series found in the folder")
+    if len(ids) > 1:
+        raise InputError(
+            f"{folder}: {len(ids)} DICOM series in one folder; put each series in its own folder"
+        )
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOff()  # no header dictionary in memory: nothing to leak
+    reader.LoadPrivateTagsOff()
+    return reader.Execute()
+
+
+def dicom_allowed_header(folder: str | Path) -> dict:
+    """Return the allow-listed header fields of the first file of a DICOM series folder.
+
+    Values are converted to plain str/float/list; any field not in DICOM_ALLOWED_TAGS is never
+    read into the result.
+    """
+    import pydicom
+
+    folder = Path(folder)
+    files = sorted(f for f in folder.iterdir() if f.is_file())
+    if not files:
+        raise InputError(f"{folder}: empty DICOM folder")
+    ds = pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=list(DICOM_ALLOWED_TAGS))
+    out = {}
+    for tag in DICOM_ALLOWED_TAGS:
+        if tag in ds:
+            v = ds.data_element(tag).value
+            if isinstance(v, pydicom.multival.MultiValue | list | tuple):
+                out[tag] = [float(x) for x in v]
+            elif isinstance(v, int | float) or type(v).__name__ in ("DSfloat", "IS", "DSdecimal"):
+                out[tag] = float(v)
+            else:
+                out[tag] = str(v)
+    return out
+
+
+def image_format(path: str | Path) -> str:
+    """Return the format name of an image path: nifti, nrrd, mha, dicom."""
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() == ".dcm":
+        return "dicom"
+    name = p.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith((".nrrd", ".nhdr")):
+        return "nrrd"
+    if name.endswith((".mha", ".mhd")):
+        return "mha"
+    return "other"
+
+
+def to_array(img: sitk.Image) -> np.ndarray:
+    """Return the voxels of an image as a (z, y, x) numpy array (a copy)."""
+    return sitk.GetArrayFromImage(img)
+
+
+def world_to_voxel_matrix(img: sitk.Image) -> np.ndarray:
+    """Return the 4x4 matrix mapping LPS world mm (x, y, z, 1) to array index (z, y, x, 1).
+
+    The array index is continuous: voxel centres sit at integer indices.
+    """
+    spacing = np.asarray(img.GetSpacing(), dtype=float)
+    origin = np.asarray(img.GetOrigin(), dtype=float)
+    direction = np.asarray(img.GetDirection(), dtype=float).reshape(3, 3)
+    # world = origin + D @ diag(spacing) @ ijk  (ijk in ITK x, y, z order)
+    voxel_to_world = direction @ np.diag(spacing)
+    inv = np.linalg.inv(voxel_to_world)
+    m_xyz = np.eye(4)
+    m_xyz[:3, :3] = inv
+    m_xyz[:3, 3] = -inv @ origin
+    reorder = np.eye(4)[[2, 1, 0, 3]]  # (i, j, k) -> (k, j, i) = (z, y, x)
+    return reorder @ m_xyz
+
+
+def spatial_metadata(img: sitk.Image) -> dict:
+    """Return the JSON-able spatial metadata of an image.
+
+    spacing_xyz, origin_xyz (mm, LPS) and direction (row-major 3x3) in ITK order; spacing_zyx in
+    array order; world_to_voxel as a 4x4 nested list (see `world_to_voxel_matrix`).
+    """
+    sp = [float(s) for s in img.GetSpacing()]
+    return {
+        "spacing_xyz": sp,
+        "spacing_zyx": sp[::-1],
+        "origin_xyz": [float(s) for s in img.GetOrigin()],
+        "direction": [float(s) for s in img.GetDirection()],
+        "shape_zyx": [int(s) for s in img.GetSize()][::-1],
+        "world_to_voxel": world_to_voxel_matrix(img).tolist(),
+        "world_frame": "LPS (ITK physical space), mm",
+    }
+
+
+def _short_itk_message(detail: str) -> str:
+    """Return the informative tail of an ITK exception text (without source file paths)."""
+    for marker in ("Description:", "description:"):
+        if marker in detail:
+            return detail.split(marker, 1)[1].strip()[:300]
+    return detail[-300:]

@@ -1,0 +1,530 @@
+"""Ingest stage: a manifest of image files (+ clinical, immune, expression and biopsy tables)
+into the lake.
+
+Every image is read with its geometry, checked (readable, finite, mask on the image's grid, mask
+0/1 or the chosen label, non-empty), resampled to an isotropic grid (linear for images, nearest
+for masks) and normalised to [0, 1]. The stage is all-or-nothing: volumes are staged under
+temporary names and tables validated before anything becomes visible, so bad input leaves the
+lake as it was. It is idempotent: a patient whose input files and settings have not changed is
+skipped, and unchanged tables are not rewritten.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from tqdm.auto import tqdm
+
+from pipelines import __version__
+from pipelines.exceptions import InputError, SchemaError
+from pipelines.imageio import (
+    dicom_allowed_header,
+    image_format,
+    read_image,
+    spatial_metadata,
+    to_array,
+)
+from pipelines.lake import (
+    Lake,
+    RunLog,
+    canonical_json,
+    file_sha256,
+    new_run_id,
+    sha256_text,
+    validate_patient_id,
+)
+from pipelines.preprocess import (
+    binary_mask,
+    check_finite,
+    isotropic_grid,
+    normalise_unit_range,
+    resample_onto,
+    same_physical_space,
+)
+from pipelines.schemas import validate
+
+log = logging.getLogger("drlake.ingest")
+
+MANIFEST_COLUMNS = ("patient_id", "modality", "image", "mask")
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """The settings of the ingest stage (hashed into every patient's fingerprint)."""
+
+    spacing_mm: float = 1.0
+    label: int | None = None
+    clip_percentiles: tuple[float, float] | None = None
+    cohort: str = "main"
+    modalities: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if not self.spacing_mm > 0:
+            raise InputError(f"--spacing must be > 0 mm, got {self.spacing_mm}")
+        if self.clip_percentiles is not None:
+            lo, hi = self.clip_percentiles
+            if not 0 <= lo < hi <= 100:
+                raise InputError(f"clip percentiles must satisfy 0 <= lo < hi <= 100, got {lo, hi}")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.cohort):
+            raise InputError(f"cohort name {self.cohort!r}: use letters, digits, '-', '_'")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["clip_percentiles"] = list(self.clip_percentiles) if self.clip_percentiles else None
+        d["modalities"] = list(self.modalities) if self.modalities else None
+        return d
+
+
+@dataclass
+class PatientInputs:
+    """The files of one patient: modality -> (image path, mask path), in manifest order."""
+
+    patient_id: str
+    files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+
+    def fingerprint(self, settings: IngestSettings, cache: dict[Path, str]) -> str:
+        digests = {}
+        for mod, (img, msk) in self.files.items():
+            for p in (img, msk):
+                if p not in cache:
+                    cache[p] = file_sha256(p)
+            digests[mod] = [cache[img], cache[msk]]
+        return sha256_text(canonical_json({"files": digests, "settings": settings.as_dict()}))
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest run did."""
+
+    run_id: str | None
+    ingested: list[str]
+    skipped: list[str]
+    tables: dict[str, int]
+    seconds: float
+
+    def __str__(self) -> str:
+        tables = ", ".join(f"{k}: {v} rows" for k, v in self.tables.items()) or "none"
+        return (
+            f"ingested {len(self.ingested)} patient(s), skipped {len(self.skipped)} unchanged; "
+            f"tables: {tables}; {self.seconds:.1f} s"
+        )
+
+
+# ---- manifest and tables ----------------------------------------------------------------------
+def read_csv_table(path: str | Path, sep: str = ",") -> pd.DataFrame:
+    """Return a CSV/TSV file as a DataFrame of strings, or raise InputError naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    try:
+        df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{p}: cannot parse table ({exc})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def read_manifest(path: str | Path, settings: IngestSettings) -> list[PatientInputs]:
+    """Return the patients of a manifest (patient_id, modality, image, mask; paths relative to it).
+
+    Raises InputError naming the manifest row for a bad id, a duplicate (patient, modality), a
+    missing file, or a patient lacking one of the cohort's modalities.
+    """
+    path = Path(path)
+    df = read_csv_table(path)
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    patients: dict[str, PatientInputs] = {}
+    base = path.parent
+    for i, row in enumerate(df.itertuples(index=False), start=2):
+        where = f"{path}, line {i}"
+        pid = validate_patient_id(row.patient_id, where)
+        mod = str(row.modality).strip()
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", mod):
+            raise InputError(f"{where}: invalid modality name {mod!r}")
+        p = patients.setdefault(pid, PatientInputs(pid))
+        if mod in p.files:
+            raise InputError(f"{where}: duplicate patient id/modality {pid} {mod}")
+        files = []
+        for col in ("image", "mask"):
+            val = getattr(row, col)
+            if not isinstance(val, str) or not val.strip():
+                raise InputError(f"{where}: empty {col} path")
+            f = (base / val.strip()).resolve()
+            if not f.exists():
+                raise InputError(f"{where}: {col} file {f} not found")
+            files.append(f)
+        p.files[mod] = (files[0], files[1])
+    if not patients:
+        raise InputError(f"{path}: manifest has no rows")
+    expected = list(settings.modalities or _union_in_order(p.files for p in patients.values()))
+    for p in patients.values():
+        lacking = [m for m in expected if m not in p.files]
+        if lacking:
+            raise InputError(
+                f"{path}: patient {p.patient_id} has no {', '.join(lacking)} image "
+                f"(every patient needs {', '.join(expected)})"
+            )
+        p.files = {m: p.files[m] for m in expected}
+    return list(patients.values())
+
+
+def _union_in_order(dicts) -> list[str]:
+    seen: dict[str, None] = {}
+    for d in dicts:
+        for k in d:
+            seen.setdefault(k, None)
+    return list(seen)
+
+
+def _check_known(df: pd.DataFrame, col: str, known: set[str], path: Path) -> None:
+    for i, pid in enumerate(df[col].tolist(), start=2):
+        validate_patient_id(pid, f"{path}, line {i}")
+        if str(pid) not in known:
+            raise InputError(
+                f"{path}, line {i}: patient {pid!r} is not in the manifest or the lake"
+            )
+
+
+def _validated(table: str, df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    try:
+        return validate(table, df).to_pandas()
+    except SchemaError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def snake_case(name: str) -> str:
+    """Return a column name in snake case ('T Cells CD8' -> 't_cells_cd8')."""
+    return re.sub(r"[^a-z0-9]+", "_", str(name).strip().lower()).strip("_")
+
+
+def clinical_rows(path: Path, known: set[str]) -> pd.DataFrame:
+    """Return the validated clinical table (columns of schemas/clinical.json)."""
+    df = read_csv_table(path)
+    if "patient_id" not in df.columns:
+        raise InputError(f"{path}: missing column patient_id")
+    _check_known(df, "patient_id", known, path)
+    cols = ["patient_id", "age", "gender", "grade", "survival_days", "event"]
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    return _validated("clinical", df[cols], path)
+
+
+def immune_rows(path: Path, known: set[str]) -> pd.DataFrame:
+    """Return the immune table melted to long (patient_id, marker, value), validated."""
+    df = read_csv_table(path)
+    if "patient_id" not in df.columns:
+        raise InputError(f"{path}: missing column patient_id")
+    _check_known(df, "patient_id", known, path)
+    if df["patient_id"].duplicated().any():
+        dup = df["patient_id"][df["patient_id"].duplicated()].iloc[0]
+        raise InputError(f"{path}: duplicate patient id {dup!r}")
+    markers = [c for c in df.columns if c != "patient_id"]
+    if not markers:
+        raise InputError(f"{path}: no marker columns")
+    renamed = {c: snake_case(c) for c in markers}
+    long = df.rename(columns=renamed).melt(
+        id_vars="patient_id", var_name="marker", value_name="value"
+    )
+    return _validated("immune_markers", long, path)
+
+
+def expression_rows(path: Path, known: set[str]) -> pd.DataFrame:
+    """Return a genes x samples TPM matrix (TSV) as long rows of genomic_expression.
+
+    Sample columns are patient ids, or TCGA-style sample ids that start with '<patient_id>-'.
+    """
+    df = read_csv_table(path, sep="\t")
+    gene_col = df.columns[0]
+    samples = list(df.columns[1:])
+    if not samples:
+        raise InputError(f"{path}: no sample columns")
+    sample_patient = {}
+    for s in samples:
+        pid = s if s in known else next((k for k in known if s.startswith(k + "-")), None)
+        if pid is None:
+            raise InputError(f"{path}: sample column {s!r} matches no patient in the manifest/lake")
+        sample_patient[s] = pid
+    long = df.rename(columns={gene_col: "gene"}).melt(
+        id_vars="gene", var_name="sample_id", value_name="tpm"
+    )
+    long["patient_id"] = long["sample_id"].map(sample_patient)
+    long["sample_type"] = "tumour"
+    return _validated(
+        "genomic_expression", long[["sample_id", "patient_id", "sample_type", "gene", "tpm"]], path
+    )
+
+
+def biopsy_rows(path: Path, known: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (biopsies, genomic_expression rows) from a biopsy table.
+
+    Columns: patient_id, biopsy_id, x_mm, y_mm, z_mm, then one TPM column per gene.
+    """
+    df = read_csv_table(path)
+    base = ["patient_id", "biopsy_id", "x_mm", "y_mm", "z_mm"]
+    missing = [c for c in base if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    _check_known(df, "patient_id", known, path)
+    biopsies = _validated("biopsies", df[["biopsy_id", "patient_id", "x_mm", "y_mm", "z_mm"]], path)
+    genes = [c for c in df.columns if c not in base]
+    expr = df[["biopsy_id", "patient_id", *genes]].melt(
+        id_vars=["biopsy_id", "patient_id"], var_name="gene", value_name="tpm"
+    )
+    expr = expr.rename(columns={"biopsy_id": "sample_id"})
+    expr["sample_type"] = "biopsy"
+    expr = _validated(
+        "genomic_expression", expr[["sample_id", "patient_id", "sample_type", "gene", "tpm"]], path
+    )
+    return biopsies, expr
+
+
+# ---- one patient ------------------------------------------------------------------------------
+def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str, run_id: str):
+    """Return (images, masks, attrs, patients row) of one patient, ready for the lake.
+
+    images: modality -> (z, y, x) float32 in [0, 1]; masks: modality -> (z, y, x) uint8. The grid
+    is isotropic at settings.spacing_mm over the first modality's physical extent.
+    """
+    images, masks, sources, norm = {}, {}, {}, {}
+    reference = None
+    mask_cache: dict[Path, sitk.Image] = {}
+    ref_source = None
+    for mod, (img_path, mask_path) in p.files.items():
+        img = read_image(img_path)
+        if img.GetDimension() != 3:
+            raise InputError(f"{img_path}: expected a 3D image, got {img.GetDimension()}D")
+        if img.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(f"{img_path}: expected a scalar image, got a vector image")
+        arr = to_array(img)
+        check_finite(arr, str(img_path))
+        if mask_path not in mask_cache:
+            mask_cache[mask_path] = read_image(mask_path)
+        mimg = mask_cache[mask_path]
+        diff = same_physical_space(img, mimg)
+        if diff:
+            raise InputError(
+                f"{mask_path}: mask is not on the grid of image {img_path}: {diff}; "
+                "resample the mask onto the image (nearest neighbour) before ingest"
+            )
+        roi = binary_mask(to_array(mimg), settings.label, str(mask_path))
+        if reference is None:
+            reference = isotropic_grid(img, settings.spacing_mm)
+            ref_source = img
+        rimg = resample_onto(img, reference, "image")
+        roi_img = sitk.GetImageFromArray(roi.astype(np.uint8))
+        roi_img.CopyInformation(mimg)
+        rmask = sitk.GetArrayFromImage(resample_onto(roi_img, reference, "mask"))
+        if not rmask.any():
+            raise InputError(
+                f"{mask_path}: ROI vanishes after resampling to {settings.spacing_mm} mm "
+                "(mask smaller than one voxel)"
+            )
+        images[mod], norm[mod] = normalise_unit_range(
+            sitk.GetArrayFromImage(rimg), settings.clip_percentiles
+        )
+        masks[mod] = rmask.astype(np.uint8)
+        src = {
+            "format": image_format(img_path),
+            "spacing_xyz": list(img.GetSpacing()),
+            "size_xyz": list(img.GetSize()),
+            "pixel_type": img.GetPixelIDTypeAsString(),
+            "roi_voxels": int(roi.sum()),
+        }
+        if img_path.is_dir():
+            src["dicom"] = dicom_allowed_header(img_path)
+        sources[mod] = src
+    meta = spatial_metadata(reference)
+    first = next(iter(p.files))
+    attrs = {
+        "patient_id": p.patient_id,
+        "cohort": settings.cohort,
+        "modalities": list(p.files),
+        **meta,
+        "preprocessing": [
+            {
+                "step": "resample",
+                "spacing_mm": settings.spacing_mm,
+                "reference_modality": first,
+                "image_interpolator": "linear",
+                "mask_interpolator": "nearest",
+                "library": f"SimpleITK {sitk.Version.VersionString()}",
+            },
+            {"step": "normalise", "per_modality": norm},
+        ],
+        "mask": {"label": settings.label if settings.label is not None else 1},
+        "source": sources,
+        "fingerprint": fingerprint,
+        "run_id": run_id,
+        "drlake_version": __version__,
+        "ome": _ome_metadata(list(p.files), meta),
+    }
+    row = {
+        "patient_id": p.patient_id,
+        "cohort": settings.cohort,
+        "modalities": ",".join(p.files),
+        "volume_path": f"volumes/{p.patient_id}.zarr",
+        "size_z": meta["shape_zyx"][0],
+        "size_y": meta["shape_zyx"][1],
+        "size_x": meta["shape_zyx"][2],
+        "spacing_mm": float(settings.spacing_mm),
+        "source_spacing_x": float(ref_source.GetSpacing()[0]),
+        "source_spacing_y": float(ref_source.GetSpacing()[1]),
+        "source_spacing_z": float(ref_source.GetSpacing()[2]),
+        "mask_voxels": int(masks[first].sum()),
+        "fingerprint": fingerprint,
+        "run_id": run_id,
+    }
+    return images, masks, attrs, row
+
+
+def _ome_metadata(modalities: list[str], meta: dict) -> dict:
+    """Return OME-Zarr (NGFF 0.5) multiscales metadata for the image arrays of a volume group."""
+    axes = [{"name": a, "type": "space", "unit": "millimeter"} for a in ("z", "y", "x")]
+    return {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "name": mod,
+                "axes": axes,
+                "datasets": [
+                    {
+                        "path": f"images/{mod}",
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": meta["spacing_zyx"]},
+                            {"type": "translation", "translation": meta["origin_xyz"][::-1]},
+                        ],
+                    }
+                ],
+            }
+            for mod in modalities
+        ],
+    }
+
+
+# ---- the stage --------------------------------------------------------------------------------
+def ingest(
+    manifest: str | Path,
+    lake: Lake,
+    clinical: str | Path | None = None,
+    immune: str | Path | None = None,
+    expression: str | Path | None = None,
+    biopsies: str | Path | None = None,
+    settings: IngestSettings | None = None,
+    progress: bool = True,
+) -> IngestSummary:
+    """Ingest a cohort into the lake (all-or-nothing, idempotent). Returns what was done."""
+    t0 = time.perf_counter()
+    started = dt.datetime.now(dt.UTC)
+    settings = settings or IngestSettings()
+    patients = read_manifest(manifest, settings)
+    existing = lake.read_table("patients")
+    known = {p.patient_id for p in patients} | set(existing["patient_id"])
+
+    # 1. tables: validated before any voxel is read
+    table_rows: dict[str, pd.DataFrame] = {}
+    if clinical:
+        table_rows["clinical"] = clinical_rows(Path(clinical), known)
+    if immune:
+        table_rows["immune_markers"] = immune_rows(Path(immune), known)
+    expr_parts = []
+    if expression:
+        expr_parts.append(expression_rows(Path(expression), known))
+    if biopsies:
+        b, e = biopsy_rows(Path(biopsies), known)
+        table_rows["biopsies"] = b
+        expr_parts.append(e)
+    if expr_parts:
+        table_rows["genomic_expression"] = pd.concat(expr_parts, ignore_index=True)
+
+    # 2. which patients changed
+    cache: dict[Path, str] = {}
+    old_fp = dict(zip(existing["patient_id"], existing["fingerprint"], strict=True))
+    todo, skipped, fps = [], [], {}
+    for p in patients:
+        fps[p.patient_id] = p.fingerprint(settings, cache)
+        if old_fp.get(p.patient_id) == fps[p.patient_id] and lake.exists(
+            "volumes", f"{p.patient_id}.zarr"
+        ):
+            skipped.append(p.patient_id)
+        else:
+            todo.append(p)
+    run_id = new_run_id("ingest")
+
+    # 3. stage volumes under temporary names (invisible); any error removes them all
+    staged: list[tuple[str, str]] = []
+    rows = []
+    lake.ensure()
+    try:
+        bar = tqdm(todo, desc="ingest", unit="patient", disable=not progress or not todo)
+        for p in bar:
+            bar.set_postfix_str(p.patient_id)
+            images, masks, attrs, row = prepare_patient(p, settings, fps[p.patient_id], run_id)
+            staged.append((p.patient_id, lake.stage_volume(p.patient_id, images, masks, attrs)))
+            rows.append(row)
+            del images, masks
+    except BaseException:
+        for _, tmp in staged:
+            lake.discard_staged(tmp)
+        raise
+
+    # 4. commit: volumes, then the tables that make them visible, then the run log
+    for pid, tmp in staged:
+        lake.commit_volume(tmp, pid)
+    counts = {}
+    if rows:
+        lake.upsert_table("patients", pd.DataFrame(rows))
+        counts["patients"] = len(rows)
+    changed_tables = []
+    for table, df in table_rows.items():
+        before = lake.table_files(table)
+        mtimes = _mtimes(lake, before)
+        lake.upsert_table(table, df)
+        if _mtimes(lake, lake.table_files(table)) != mtimes:
+            changed_tables.append(table)
+        counts[table] = len(df)
+    if rows or changed_tables:
+        fingerprints = {pid: fps[pid] for pid in (r["patient_id"] for r in rows)}
+        for name, path in (("clinical", clinical), ("immune", immune),
+                           ("expression", expression), ("biopsies", biopsies)):
+            if path:
+                fingerprints[name] = file_sha256(path)
+        runlog = RunLog(
+            lake=lake, run_id=run_id, stage="ingest",
+            parameters={**settings.as_dict(), "manifest_patients": len(patients)},
+            input_fingerprints=fingerprints, encoder_hash=None, started_at=started,
+        )
+        runlog.write(
+            "ok",
+            message=f"{len(rows)} patient(s) ingested, {len(skipped)} unchanged; "
+            f"tables updated: {', '.join(changed_tables) or 'none'}",
+        )
+    else:
+        run_id = None
+    summary = IngestSummary(
+        run_id=run_id,
+        ingested=[r["patient_id"] for r in rows],
+        skipped=skipped,
+        tables=counts,
+        seconds=time.perf_counter() - t0,
+    )
+    log.info("%s", summary)
+    return summary
+
+
+def _mtimes(lake: Lake, files: list[str]) -> dict:
+    out = {}
+    for f in files:
+        info = lake.fs.info(f)
+        out[f] = (info.get("size"), info.get("mtime") or info.get("LastModified") or info.get("ETag"))
+    return out

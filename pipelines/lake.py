@@ -1,0 +1,430 @@
+"""The lake: the only module that knows paths, fsspec URLs, the Zarr and Parquet layout, atomic
+writes and the run log.
+
+Layout under the lake root (a local folder or any fsspec URL such as ``s3://bucket/lake``)::
+
+    volumes/<patient>.zarr          Zarr v3 group: images/<MOD> (z, y, x) float32 in [0, 1],
+                                    masks/<MOD> (z, y, x) uint8, spatial metadata in attributes
+    activations/<encoder>/<patient>.zarr
+    tables/<table>/...parquet       one file per patient or per batch, written atomically
+    tables/runs/<run_id>.parquet    the run log, one file per run
+    reports/<run_id>/               HTML reports
+
+Visibility: a Parquet file is written under a temporary dot-name and renamed (locally) or PUT as
+one object (object storage), so a reader never sees a partial file. A volume is visible to the
+pipeline only once its row is in the ``patients`` table, which is written after the Zarr group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+from zarr.codecs import ZstdCodec
+
+from pipelines import __version__
+from pipelines.exceptions import InputError, LakeError
+from pipelines.schemas import load_schema, validate
+
+PATIENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CHUNK = 64
+
+
+def validate_patient_id(pid: object, where: str = "") -> str:
+    """Return `pid` as a string if it is safe to use in a path, else raise InputError.
+
+    Allowed: letters, digits, '-', '_', '.', starting with a letter or digit, at most 128
+    characters; no path separators, no '..'.
+    """
+    s = "" if pid is None else str(pid).strip()
+    prefix = f"{where}: " if where else ""
+    if not s:
+        raise InputError(f"{prefix}empty patient id")
+    if "/" in s or "\\" in s or ".." in s or not PATIENT_ID_RE.fullmatch(s):
+        raise InputError(
+            f"{prefix}invalid patient id {s!r}: use letters, digits, '-', '_' and '.' only "
+            "(no path separators, no '..')"
+        )
+    return s
+
+
+def canonical_json(obj) -> str:
+    """Return a stable JSON text of obj (sorted keys, no spaces) for hashing."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def sha256_text(text: str) -> str:
+    """Return the hex sha256 of a text."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Return the hex sha256 of a file's bytes, or of every file under a folder (DICOM series)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    for q in files:
+        if p.is_dir():
+            h.update(str(q.relative_to(p)).encode())
+        with open(q, "rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()
+
+
+def new_run_id(stage: str) -> str:
+    """Return a fresh run id: <stage>-<UTC time>-<random hex>."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{stage}-{now}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class VolumeRecord:
+    """A patient's volume as read back from the lake: arrays (z, y, x) and spatial metadata."""
+
+    patient_id: str
+    images: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    attrs: dict
+
+
+class Lake:
+    """A lake rooted at a local folder or an fsspec URL."""
+
+    def __init__(self, root: str | os.PathLike = "lake", storage_options: Mapping | None = None):
+        root = str(root)
+        self.storage_options = dict(storage_options or {})
+        self.fs, path = fsspec.core.url_to_fs(root, **self.storage_options)
+        self.is_local = "file" in (
+            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        )
+        self.root = path.rstrip("/") if not self.is_local else str(Path(path).resolve())
+        self.url = self.root if self.is_local else f"{_protocol(self.fs)}://{self.root}"
+
+    def __repr__(self) -> str:
+        return f"Lake({self.url!r})"
+
+    # ---- paths -------------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        """Return the filesystem path (no protocol) of a location inside the lake."""
+        return "/".join([self.root, *[p.strip("/") for p in parts if p]])
+
+    def url_of(self, *parts: str) -> str:
+        """Return the full URL (with protocol for remote lakes) of a location inside the lake."""
+        p = self.path(*parts)
+        return p if self.is_local else f"{_protocol(self.fs)}://{p}"
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.exists(self.path(*parts))
+
+    def ensure(self) -> None:
+        """Create the lake's top-level folders if they do not exist."""
+        for sub in ("volumes", "tables", "activations", "reports"):
+            if self.is_local:
+                os.makedirs(self.path(sub), exist_ok=True)
+            else:
+                with contextlib.suppress(Exception):
+                    self.fs.makedirs(self.path(sub), exist_ok=True)
+
+    # ---- Parquet tables ----------------------------------------------------------------------
+    def table_dir(self, table: str) -> str:
+        return self.path("tables", table)
+
+    def write_table_atomic(
+        self, table: str, data: pd.DataFrame | pa.Table, name: str = "data", partition=None
+    ) -> str:
+        """Validate `data` against the table's schema and write it as one Parquet file atomically.
+
+        The file is ``tables/<table>/[k=v/...]<name>.parquet``; an existing file of that name is
+        replaced, so a rerun replaces rather than duplicates. Returns the file's path.
+        """
+        tbl = validate(table, data)
+        parts = [f"{k}={v}" for k, v in (partition or {}).items()]
+        for p in parts:
+            _check_path_component(p)
+        _check_path_component(name)
+        target = "/".join([self.table_dir(table), *parts, f"{name}.parquet"])
+        buf = io.BytesIO()
+        pq.write_table(tbl, buf, compression="zstd")
+        self.put_bytes_atomic(target, buf.getvalue())
+        return target
+
+    def put_bytes_atomic(self, target: str, payload: bytes) -> None:
+        """Write bytes to `target` so that readers see either the old or the whole new file."""
+        if self.is_local:
+            folder = os.path.dirname(target)
+            os.makedirs(folder, exist_ok=True)
+            tmp = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(payload)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        else:
+            # One PUT of the whole object: object stores make it visible all at once.
+            self.fs.pipe_file(target, payload)
+
+    def table_files(self, table: str) -> list[str]:
+        """Return the table's committed Parquet files (temporary files excluded), sorted."""
+        base = self.table_dir(table)
+        if not self.fs.exists(base):
+            return []
+        files = [f for f in self.fs.find(base) if f.endswith(".parquet")]
+        return sorted(f for f in files if not os.path.basename(f).startswith("."))
+
+    def read_table(self, table: str) -> pd.DataFrame:
+        """Return the whole table as a DataFrame with the schema's columns (empty if absent)."""
+        schema = load_schema(table)
+        files = self.table_files(table)
+        if not files:
+            return schema.arrow_schema().empty_table().to_pandas()
+        parts = []
+        for f in files:
+            with self.fs.open(f, "rb") as fh:
+                parts.append(pq.read_table(fh).select(schema.names))
+        return pa.concat_tables(parts).to_pandas()
+
+    def upsert_table(self, table: str, rows: pd.DataFrame, name: str = "data") -> pd.DataFrame:
+        """Merge rows into a one-file table by primary key (new rows win) and rewrite it atomically.
+
+        Returns the merged table. Used for small cohort tables (patients, clinical, immune
+        markers, expression, biopsies) so that reingesting the same rows is a no-op and a new
+        patient adds only its rows.
+        """
+        schema = load_schema(table)
+        old = self.read_table(table)
+        rows = validate(table, rows).to_pandas()
+        if len(old):
+            key = list(schema.primary_key)
+            keep = ~old.set_index(key).index.isin(rows.set_index(key).index)
+            merged = pd.concat([old[keep], rows], ignore_index=True)
+        else:
+            merged = rows
+        if schema.primary_key:
+            merged = merged.sort_values(list(schema.primary_key), kind="stable")
+        merged = merged.reset_index(drop=True)
+        if len(old) and _frames_equal(old, merged):
+            return merged
+        self.write_table_atomic(table, merged, name=name)
+        return merged
+
+    # ---- volumes (Zarr) ----------------------------------------------------------------------
+    def volume_path(self, patient_id: str) -> str:
+        return self.path("volumes", f"{validate_patient_id(patient_id)}.zarr")
+
+    def _store(self, path: str, read_only: bool = False):
+        if self.is_local:
+            return zarr.storage.LocalStore(path, read_only=read_only)
+        return zarr.storage.FsspecStore.from_url(
+            f"{_protocol(self.fs)}://{path}",
+            storage_options=self.storage_options,
+            read_only=read_only,
+        )
+
+    def stage_volume(
+        self,
+        patient_id: str,
+        images: Mapping[str, np.ndarray],
+        masks: Mapping[str, np.ndarray],
+        attrs: Mapping,
+    ) -> str:
+        """Write a patient's volume group under a temporary (invisible) name; return that path.
+
+        images: modality -> (z, y, x) float32 array; masks: modality -> (z, y, x) uint8 0/1 array.
+        attrs: spatial metadata (spacing, origin, direction, world_to_voxel, ...). Call
+        `commit_volume` to move it into place or `discard_staged` to drop it.
+        """
+        pid = validate_patient_id(patient_id)
+        tmp = self.path("volumes", f".tmp-{pid}-{uuid.uuid4().hex[:8]}.zarr")
+        try:
+            group = zarr.open_group(self._store(tmp), mode="w", zarr_format=3)
+            group.attrs.update(dict(attrs))
+            imgs = group.require_group("images")
+            msk = group.require_group("masks")
+            for mod, arr in images.items():
+                _write_array(imgs, mod, np.asarray(arr, dtype=np.float32))
+            for mod, arr in masks.items():
+                _write_array(msk, mod, np.asarray(arr, dtype=np.uint8))
+        except BaseException:
+            self.discard_staged(tmp)
+            raise
+        return tmp
+
+    def discard_staged(self, tmp: str) -> None:
+        """Remove a staged (temporary) group if it exists."""
+        with contextlib.suppress(Exception):
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp, recursive=True)
+
+    def commit_volume(self, tmp: str, patient_id: str) -> str:
+        """Move a staged group to volumes/<patient>.zarr (replacing an older one); return it."""
+        final = self.volume_path(patient_id)
+        self._replace_dir(tmp, final)
+        return f"volumes/{validate_patient_id(patient_id)}.zarr"
+
+    def write_volume(self, patient_id: str, images, masks, attrs) -> str:
+        """Stage and commit a patient's volume group; return its path relative to the root."""
+        return self.commit_volume(self.stage_volume(patient_id, images, masks, attrs), patient_id)
+
+    def _replace_dir(self, tmp: str, final: str) -> None:
+        if self.is_local:
+            old = None
+            if os.path.exists(final):
+                old = f"{os.path.dirname(final)}/.old-{uuid.uuid4().hex[:8]}-{Path(final).name}"
+                os.replace(final, old)
+            os.replace(tmp, final)
+            if old:
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            if self.fs.exists(final):
+                self.fs.rm(final, recursive=True)
+            self.fs.mv(tmp, final, recursive=True)
+
+    def read_volume(self, patient_id: str, modalities: list[str] | None = None) -> VolumeRecord:
+        """Return a patient's images, masks and attributes from the lake."""
+        pid = validate_patient_id(patient_id)
+        path = self.volume_path(pid)
+        if not self.fs.exists(path):
+            raise LakeError(f"{self.url}: no volume for patient {pid} (run `drlake ingest`)")
+        group = zarr.open_group(self._store(path, read_only=True), mode="r")
+        mods = modalities or list(group.attrs["modalities"])
+        images = {m: group["images"][m][...] for m in mods}
+        masks = {m: group["masks"][m][...] for m in mods}
+        return VolumeRecord(pid, images, masks, dict(group.attrs))
+
+    def volume_attrs(self, patient_id: str) -> dict:
+        """Return the attributes of a patient's volume group."""
+        group = zarr.open_group(
+            self._store(self.volume_path(patient_id), read_only=True), mode="r"
+        )
+        return dict(group.attrs)
+
+    # ---- run log -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def run(
+        self,
+        stage: str,
+        parameters: Mapping,
+        input_fingerprints: Mapping[str, str] | None = None,
+        encoder_hash: str | None = None,
+    ) -> Iterator[RunLog]:
+        """Log a stage run: a 'running' row at start, 'ok' or 'failed' with the message at end."""
+        log = RunLog(
+            lake=self,
+            run_id=new_run_id(stage),
+            stage=stage,
+            parameters=dict(parameters),
+            input_fingerprints=dict(input_fingerprints or {}),
+            encoder_hash=encoder_hash,
+            started_at=dt.datetime.now(dt.UTC),
+        )
+        log.write("running")
+        try:
+            yield log
+        except BaseException as exc:
+            log.write("failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        log.write("ok", message=log.message)
+
+    def runs(self) -> pd.DataFrame:
+        """Return the run log, oldest first."""
+        df = self.read_table("runs")
+        return df.sort_values("started_at").reset_index(drop=True)
+
+
+@dataclass
+class RunLog:
+    """One stage run being logged; stages may add input fingerprints and a summary message."""
+
+    lake: Lake
+    run_id: str
+    stage: str
+    parameters: dict
+    input_fingerprints: dict
+    encoder_hash: str | None
+    started_at: dt.datetime
+    message: str | None = None
+
+    @property
+    def params_hash(self) -> str:
+        return sha256_text(canonical_json(self.parameters))
+
+    def write(self, status: str, message: str | None = None) -> None:
+        ended = None if status == "running" else dt.datetime.now(dt.UTC)
+        row = pd.DataFrame(
+            [
+                {
+                    "run_id": self.run_id,
+                    "stage": self.stage,
+                    "parameters": canonical_json(self.parameters),
+                    "params_hash": self.params_hash,
+                    "package_version": __version__,
+                    "encoder_hash": self.encoder_hash,
+                    "input_fingerprints": canonical_json(self.input_fingerprints),
+                    "started_at": self.started_at,
+                    "ended_at": ended,
+                    "status": status,
+                    "message": message,
+                }
+            ]
+        )
+        self.lake.write_table_atomic("runs", row, name=self.run_id)
+
+
+def _protocol(fs) -> str:
+    proto = fs.protocol
+    return proto[0] if isinstance(proto, tuple) else proto
+
+
+def _check_path_component(part: str) -> None:
+    if not part or "/" in part or "\\" in part or ".." in part or part.startswith("."):
+        raise InputError(f"unsafe path component {part!r}")
+
+
+def _write_array(group, name: str, arr: np.ndarray) -> None:
+    """Write a 3D array chunked 64^3 inside one shard per volume, zstd-compressed."""
+    chunks = tuple(min(CHUNK, s) for s in arr.shape)
+    shards = tuple(-(-s // c) * c for s, c in zip(arr.shape, chunks, strict=True))
+    a = group.create_array(
+        name,
+        shape=arr.shape,
+        dtype=arr.dtype,
+        chunks=chunks,
+        shards=shards,
+        compressors=ZstdCodec(level=3),
+        dimension_names=("z", "y", "x"),
+        fill_value=0,
+    )
+    a[...] = arr
+
+
+def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    if a.shape != b.shape or list(a.columns) != list(b.columns):
+        return False
+    try:
+        pd.testing.assert_frame_equal(
+            a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False
+        )
+    except AssertionError:
+        return False
+    return True

@@ -1,0 +1,67 @@
+"""Shared fixtures: the read-only reference data and small image cohorts written on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def shared_reference() -> Path:
+    """Path to ../shared/reference (read-only); skips the test where it is absent."""
+    if not REFERENCE.exists():
+        pytest.skip(f"reference data not found at {REFERENCE}")
+    return REFERENCE
+
+
+def write_image(path: Path, arr: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                direction=None) -> Path:
+    """Write a (z, y, x) array as an image file with ITK (x, y, z) spacing and origin."""
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing([float(s) for s in spacing])
+    img.SetOrigin([float(o) for o in origin])
+    if direction is not None:
+        img.SetDirection([float(d) for d in direction])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+def ball(shape_zyx, spacing_xyz, centre_mm, radius_mm) -> np.ndarray:
+    """Return a uint8 (z, y, x) mask of a ball given in mm (voxel centres at index * spacing)."""
+    z, y, x = np.indices(shape_zyx, dtype=float)
+    sx, sy, sz = spacing_xyz
+    cx, cy, cz = centre_mm
+    d2 = (x * sx - cx) ** 2 + (y * sy - cy) ** 2 + (z * sz - cz) ** 2
+    return (d2 <= radius_mm**2).astype(np.uint8)
+
+
+def make_cohort_files(root: Path, n: int = 2, modalities=("T1", "T2"), seed: int = 0,
+                      shape=(12, 24, 24), spacing=(2.0, 2.0, 3.0)) -> Path:
+    """Write a tiny cohort (images, masks, manifest, clinical, immune) and return the manifest."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        pid = f"P{i + 1:03d}"
+        mask = ball(shape, spacing, (24, 24, 18), 10)
+        mpath = write_image(root / pid / "mask.nii.gz", mask, spacing)
+        for m in modalities:
+            arr = (rng.normal(100, 20, shape) + 200.0 * mask).astype(np.int16)
+            ipath = write_image(root / pid / f"{m}.nii.gz", arr, spacing)
+            rows.append(f"{pid},{m},{ipath.relative_to(root)},{mpath.relative_to(root)}")
+    manifest = root / "manifest.csv"
+    manifest.write_text("patient_id,modality,image,mask\n" + "\n".join(rows) + "\n")
+    clin = ["patient_id,age,gender,grade,survival_days,event"]
+    imm = ["patient_id,T Cells CD8,Macrophages M2"]
+    for i in range(n):
+        pid = f"P{i + 1:03d}"
+        clin.append(f"{pid},{40 + i},{'MF'[i % 2]},{('LGG', 'GBM')[i % 2]},{300 + 10 * i},{i % 2}")
+        imm.append(f"{pid},{0.01 * i:.3f},0.1")
+    (root / "clinical.csv").write_text("\n".join(clin) + "\n")
+    (root / "immune.csv").write_text("\n".join(imm) + "\n")
+    return manifest

@@ -1,0 +1,386 @@
+"""Ingest: real formats in, resampled and normalised volumes and validated tables out;
+bad input gets one clear error and leaves the lake as it was; reingest is a no-op."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from conftest import ball, make_cohort_files, write_image
+
+from pipelines.exceptions import InputError
+from pipelines.ingest import IngestSettings, ingest
+from pipelines.lake import Lake
+
+
+def lake_snapshot(lake: Lake) -> dict:
+    """Return {relative path: (size, mtime_ns)} of every file in a local lake."""
+    out = {}
+    for dirpath, _, files in os.walk(lake.root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            st = os.stat(p)
+            out[os.path.relpath(p, lake.root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    return make_cohort_files(tmp_path / "cohort", n=2)
+
+
+def test_nifti_round_trip_through_the_lake(tmp_path):
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 1000, size=(6, 7, 8)).astype(np.int16)
+    arr[0, 0, 0], arr[-1, -1, -1] = 0, 1000
+    mask = np.zeros_like(arr, dtype=np.uint8)
+    mask[2:4, 2:5, 3:6] = 1
+    origin = (-10.0, 20.0, 5.0)
+    d = tmp_path / "c"
+    write_image(d / "img.nii.gz", arr, (1, 1, 1), origin)
+    write_image(d / "mask.nii.gz", mask, (1, 1, 1), origin)
+    (d / "m.csv").write_text("patient_id,modality,image,mask\nP1,T1,img.nii.gz,mask.nii.gz\n")
+    lake = Lake(tmp_path / "lake")
+    ingest(d / "m.csv", lake, progress=False)
+    rec = lake.read_volume("P1")
+    # 1 mm input on a 1 mm grid: resampling is the identity; normalisation is min-max
+    np.testing.assert_allclose(rec.images["T1"], arr / 1000.0, atol=1e-6)
+    np.testing.assert_array_equal(rec.masks["T1"], mask)
+    assert rec.attrs["origin_xyz"] == pytest.approx(origin)
+    assert rec.attrs["spacing_zyx"] == [1.0, 1.0, 1.0]
+    # world_to_voxel maps the world position of voxel (z=2, y=3, x=4) back to its index
+    m = np.array(rec.attrs["world_to_voxel"])
+    world = np.array([origin[0] + 4, origin[1] + 3, origin[2] + 2, 1.0])
+    np.testing.assert_allclose(m @ world, [2, 3, 4, 1], atol=1e-9)
+
+
+def test_asymmetric_axes_keep_their_order(tmp_path):
+    """A volume with distinct sizes along z, y, x keeps them in (z, y, x) order with spacing."""
+    arr = np.zeros((4, 6, 10), np.int16)
+    arr[1, 2, 7] = 500
+    mask = (arr > 0).astype(np.uint8)
+    d = tmp_path / "c"
+    write_image(d / "img.nrrd", arr, (1.0, 1.0, 2.0))
+    write_image(d / "mask.nrrd", mask, (1.0, 1.0, 2.0))
+    (d / "m.csv").write_text("patient_id,modality,image,mask\nP1,T1,img.nrrd,mask.nrrd\n")
+    lake = Lake(tmp_path / "lake")
+    ingest(d / "m.csv", lake, progress=False)
+    rec = lake.read_volume("P1")
+    assert rec.images["T1"].shape == (8, 6, 10)  # z doubled by 2 mm -> 1 mm
+    z, y, x = np.unravel_index(np.argmax(rec.images["T1"]), rec.images["T1"].shape)
+    assert (y, x) == (2, 7) and z in (2, 3)
+    assert rec.masks["T1"][:, 2, 7].sum() == 2
+
+
+@pytest.mark.parametrize("spacing", [(0.9, 0.9, 5.0), (0.5, 0.5, 3.0), (1.2, 1.2, 2.0)])
+def test_sphere_volume_kept_after_anisotropic_resampling(tmp_path, spacing):
+    radius = 20.0
+    extent = 60.0
+    shape = tuple(int(round(extent / s)) for s in spacing[::-1])
+    mask = ball(shape, spacing, (30.0, 30.0, 30.0), radius)
+    img = (100 + 50.0 * mask).astype(np.int16)
+    d = tmp_path / "c"
+    write_image(d / "img.nii.gz", img, spacing)
+    write_image(d / "mask.nii.gz", mask, spacing)
+    (d / "m.csv").write_text("patient_id,modality,image,mask\nS1,T1,img.nii.gz,mask.nii.gz\n")
+    lake = Lake(tmp_path / "lake")
+    ingest(d / "m.csv", lake, progress=False)
+    vol = lake.read_volume("S1").masks["T1"].sum() * 1.0  # 1 mm^3 voxels
+    expected = 4 / 3 * np.pi * radius**3
+    assert abs(vol - expected) / expected < 0.02
+
+
+def test_nrrd_ingest_of_brain1(tmp_path, shared_reference):
+    d = shared_reference / "pyradiomics"
+    m = tmp_path / "m.csv"
+    m.write_text(
+        "patient_id,modality,image,mask\n"
+        f"brain1,T1,{d / 'brain1_image.nrrd'},{d / 'brain1_label.nrrd'}\n"
+    )
+    lake = Lake(tmp_path / "lake")
+    ingest(m, lake, progress=False)
+    rec = lake.read_volume("brain1")
+    img = rec.images["T1"]
+    assert img.dtype == np.float32 and img.min() == 0.0 and img.max() == pytest.approx(1.0)
+    # 256 x 256 x 25 at 0.781 x 0.781 x 6.5 mm -> 1 mm: 200 x 200 x 163
+    assert img.shape == (163, 200, 200)
+    roi_mm3 = 4137 * 0.78125 * 0.78125 * 6.5
+    assert abs(rec.masks["T1"].sum() - roi_mm3) / roi_mm3 < 0.05
+    row = lake.read_table("patients").iloc[0]
+    assert row["source_spacing_z"] == pytest.approx(6.5)
+
+
+def write_dicom_series(folder: Path, arr: np.ndarray, spacing=(0.8, 0.8, 2.5)) -> dict:
+    """Write a (z, y, x) int16 array as an MR DICOM series with PHI; return the PHI values."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    phi = {
+        "PatientName": "Doe^Jane",
+        "PatientID": "MRN-99812734",
+        "PatientBirthDate": "19610417",
+        "StudyDate": "20190312",
+        "InstitutionName": "Saint Secret Hospital",
+        "ReferringPhysicianName": "House^Gregory",
+        "AccessionNumber": "ACC7765123",
+    }
+    folder.mkdir(parents=True)
+    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
+    for k in range(arr.shape[0]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = MRImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.Modality = "MR"
+        ds.SeriesDescription = "T1 AX POST"
+        for key, val in phi.items():
+            setattr(ds, key, val)
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [0.0, 0.0, k * spacing[2]]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [spacing[1], spacing[0]]
+        ds.SliceThickness = spacing[2]
+        ds.Rows, ds.Columns = arr.shape[1], arr.shape[2]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+        ds.PixelRepresentation = 1
+        ds.PixelData = arr[k].astype(np.int16).tobytes()
+        ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
+    return phi
+
+
+def test_dicom_series_ingest_keeps_no_phi(tmp_path):
+    rng = np.random.default_rng(3)
+    shape = (10, 32, 32)
+    mask = ball(shape, (0.8, 0.8, 2.5), (12.8, 12.8, 12.5), 7.0)
+    arr = (rng.normal(300, 30, shape) + 400.0 * mask).astype(np.int16)
+    phi = write_dicom_series(tmp_path / "dcm" / "t1", arr)
+    write_image(tmp_path / "dcm" / "mask.nrrd", mask, (0.8, 0.8, 2.5))
+    (tmp_path / "dcm" / "m.csv").write_text(
+        "patient_id,modality,image,mask\nANON-1,T1CE,t1,mask.nrrd\n"
+    )
+    lake = Lake(tmp_path / "lake")
+    ingest(tmp_path / "dcm" / "m.csv", lake, progress=False)
+    rec = lake.read_volume("ANON-1")
+    assert rec.attrs["source"]["T1CE"]["dicom"]["SeriesDescription"] == "T1 AX POST"
+    assert rec.images["T1CE"].shape == (25, 26, 26)
+    needles = [v.encode() for v in phi.values()] + [b"Doe", b"Jane", b"Secret", b"Gregory"]
+    for dirpath, _, files in os.walk(lake.root):
+        for f in files:
+            data = open(os.path.join(dirpath, f), "rb").read()
+            for n in needles:
+                assert n not in data, f"PHI {n!r} found in {f}"
+
+
+def test_tables_are_ingested_and_validated(tmp_path, cohort):
+    lake = Lake(tmp_path / "lake")
+    s = ingest(cohort, lake, clinical=cohort.parent / "clinical.csv",
+               immune=cohort.parent / "immune.csv", progress=False)
+    assert s.ingested == ["P001", "P002"]
+    imm = lake.read_table("immune_markers")
+    assert sorted(imm["marker"].unique()) == ["macrophages_m2", "t_cells_cd8"]
+    assert len(lake.read_table("clinical")) == 2
+    runs = lake.runs()
+    assert runs["stage"].tolist() == ["ingest"] and runs["status"].tolist() == ["ok"]
+
+
+def test_reingest_is_a_noop_and_new_patient_adds_only_itself(tmp_path, cohort):
+    lake = Lake(tmp_path / "lake")
+    kw = dict(clinical=cohort.parent / "clinical.csv", progress=False)
+    ingest(cohort, lake, **kw)
+    snap = lake_snapshot(lake)
+    s = ingest(cohort, lake, **kw)
+    assert s.ingested == [] and s.skipped == ["P001", "P002"] and s.run_id is None
+    assert lake_snapshot(lake) == snap
+    # a third patient: only its volume is written, the others' files stay untouched
+    bigger = make_cohort_files(cohort.parent, n=3)
+    s = ingest(bigger, lake, **kw)
+    assert s.ingested == ["P003"]
+    after = lake_snapshot(lake)
+    for k, v in snap.items():
+        if k.startswith("volumes/P001") or k.startswith("volumes/P002"):
+            assert after[k] == v
+    assert sorted(lake.read_table("patients")["patient_id"]) == ["P001", "P002", "P003"]
+
+
+def test_changed_settings_reingest(tmp_path, cohort):
+    lake = Lake(tmp_path / "lake")
+    ingest(cohort, lake, progress=False)
+    s = ingest(cohort, lake, settings=IngestSettings(spacing_mm=2.0), progress=False)
+    assert s.ingested == ["P001", "P002"]
+    assert lake.read_volume("P001").attrs["spacing_zyx"] == [2.0, 2.0, 2.0]
+
+
+# ---- bad input: one clear error, lake unchanged ----------------------------------------------
+def _replace_line(path: Path, old: str, new: str):
+    path.write_text(path.read_text().replace(old, new, 1))
+
+
+def corrupt_truncated(c: Path):
+    f = c / "P002" / "T2.nii.gz"
+    f.write_bytes(f.read_bytes()[:200])
+    return r"P002/T2.nii.gz: cannot read image"
+
+
+def corrupt_garbage(c: Path):
+    (c / "P002" / "T1.nii.gz").write_bytes(b"not an image at all")
+    return r"P002/T1.nii.gz: cannot read image"
+
+
+def corrupt_mask_space(c: Path):
+    m = sitk.ReadImage(str(c / "P002" / "mask.nii.gz"))
+    m.SetOrigin((5.0, 0.0, 0.0))
+    sitk.WriteImage(m, str(c / "P002" / "mask.nii.gz"))
+    return r"P002/mask.nii.gz: mask is not on the grid of image .*T1.nii.gz: origin"
+
+
+def corrupt_mask_spacing(c: Path):
+    m = sitk.ReadImage(str(c / "P002" / "mask.nii.gz"))
+    m.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(m, str(c / "P002" / "mask.nii.gz"))
+    return r"P002/mask.nii.gz: mask is not on the grid .*spacing"
+
+
+def corrupt_empty_mask(c: Path):
+    m = sitk.ReadImage(str(c / "P002" / "mask.nii.gz"))
+    sitk.WriteImage(m * 0, str(c / "P002" / "mask.nii.gz"))
+    return r"P002/mask.nii.gz: mask is empty"
+
+
+def corrupt_labels(c: Path):
+    m = sitk.ReadImage(str(c / "P002" / "mask.nii.gz"))
+    sitk.WriteImage(m * 2, str(c / "P002" / "mask.nii.gz"))
+    return r"P002/mask.nii.gz: mask has labels other than 0/1 \(2\); choose the ROI with --label"
+
+
+def corrupt_nan(c: Path):
+    img = sitk.ReadImage(str(c / "P001" / "T1.nii.gz"), sitk.sitkFloat32)
+    arr = sitk.GetArrayFromImage(img)
+    arr[3, 4, 5] = np.nan
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(img)
+    sitk.WriteImage(out, str(c / "P001" / "T1.nii.gz"))
+    return r"P001/T1.nii.gz: image has 1 NaN/infinite voxel"
+
+
+def corrupt_missing_modality(c: Path):
+    lines = (c / "manifest.csv").read_text().splitlines()
+    (c / "manifest.csv").write_text("\n".join(lines[:-1]) + "\n")
+    return r"manifest.csv: patient P002 has no T2 image \(every patient needs T1, T2\)"
+
+
+def corrupt_duplicate_id(c: Path):
+    lines = (c / "manifest.csv").read_text().splitlines()
+    (c / "manifest.csv").write_text("\n".join(lines + [lines[1]]) + "\n")
+    return r"manifest.csv, line 6: duplicate patient id/modality P001 T1"
+
+
+def corrupt_path_separator(c: Path):
+    _replace_line(c / "manifest.csv", "P002,T1", "../P002,T1")
+    return r"manifest.csv, line 4: invalid patient id '../P002'"
+
+
+def corrupt_unknown_patient(c: Path):
+    _replace_line(c / "clinical.csv", "P002,", "P999,")
+    return r"clinical.csv, line 3: patient 'P999' is not in the manifest or the lake"
+
+
+def corrupt_age(c: Path):
+    _replace_line(c / "clinical.csv", "P002,41", "P002,forty-one")
+    return r"clinical.csv: table clinical, column age, row 2 \(patient_id='P002'\): value " \
+        r"'forty-one' is not a number"
+
+
+def corrupt_survival_text(c: Path):
+    _replace_line(c / "clinical.csv", ",310,", ",long,")
+    return r"clinical.csv: .*column survival_days.*'long' is not a number"
+
+
+def corrupt_event(c: Path):
+    _replace_line(c / "clinical.csv", ",310,1", ",310,2")
+    return r"clinical.csv: .*column event.*P002.*value '2' must be one of \[0, 1\]"
+
+
+def corrupt_negative_survival(c: Path):
+    _replace_line(c / "clinical.csv", ",310,", ",-5,")
+    return r"clinical.csv: .*column survival_days.*P002.*'-5' must be >= 0"
+
+
+def corrupt_duplicate_clinical(c: Path):
+    lines = (c / "clinical.csv").read_text().splitlines()
+    (c / "clinical.csv").write_text("\n".join(lines + [lines[1]]) + "\n")
+    return r"clinical.csv: table clinical: duplicate key \{'patient_id': 'P001'\}"
+
+
+BAD_INPUTS = [
+    corrupt_truncated, corrupt_garbage, corrupt_mask_space, corrupt_mask_spacing,
+    corrupt_empty_mask, corrupt_labels, corrupt_nan, corrupt_missing_modality,
+    corrupt_duplicate_id, corrupt_path_separator, corrupt_unknown_patient, corrupt_age,
+    corrupt_survival_text, corrupt_event, corrupt_negative_survival, corrupt_duplicate_clinical,
+]
+
+
+@pytest.mark.parametrize("corrupt", BAD_INPUTS, ids=lambda f: f.__name__[8:])
+def test_bad_input_gives_clear_error_and_leaves_lake_unchanged(tmp_path, corrupt):
+    c = tmp_path / "cohort"
+    manifest = make_cohort_files(c, n=2)
+    lake = Lake(tmp_path / "lake")
+    # a lake that already holds an earlier, good ingest of another patient
+    other = make_cohort_files(tmp_path / "other", n=1)
+    ingest(other, lake, progress=False)
+    before = lake_snapshot(lake)
+    pattern = corrupt(c)
+    with pytest.raises(InputError, match=pattern):
+        ingest(manifest, lake, clinical=c / "clinical.csv", progress=False)
+    assert lake_snapshot(lake) == before
+
+
+def test_label_option_selects_the_roi(tmp_path):
+    c = tmp_path / "cohort"
+    manifest = make_cohort_files(c, n=1)
+    m = sitk.ReadImage(str(c / "P001" / "mask.nii.gz"))
+    sitk.WriteImage(m * 2, str(c / "P001" / "mask.nii.gz"))
+    lake = Lake(tmp_path / "lake")
+    ingest(manifest, lake, settings=IngestSettings(label=2), progress=False)
+    assert lake.read_volume("P001").masks["T1"].sum() > 0
+
+
+def test_cli_error_is_one_line_without_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    c = tmp_path / "cohort"
+    manifest = make_cohort_files(c, n=1)
+    corrupt_empty_mask_p1 = sitk.ReadImage(str(c / "P001" / "mask.nii.gz"))
+    sitk.WriteImage(corrupt_empty_mask_p1 * 0, str(c / "P001" / "mask.nii.gz"))
+    r = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "ingest", str(manifest), "--lake",
+         str(tmp_path / "lake")], capture_output=True, text=True,
+    )
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "mask is empty" in errors[0]
+
+
+def test_patients_table_matches_schema(tmp_path, cohort):
+    from pipelines.schemas import validate
+
+    lake = Lake(tmp_path / "lake")
+    ingest(cohort, lake, progress=False)
+    df = lake.read_table("patients")
+    validate("patients", df)
+    assert (df["mask_voxels"] > 0).all()
+    assert isinstance(df, pd.DataFrame)
