@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +29,7 @@ LakeOpt = Annotated[
 ]
 
 
-class Size(str, Enum):
+class Size(StrEnum):
     small = "small"
     paper = "paper"
 

@@ -28,7 +28,7 @@ def run_demo(
     t0 = time.perf_counter()
     workdir = Path(workdir)
     echo(f"[1/2] synthetic cohort: {patients} patients (+{biopsy_patients} biopsy) -> {workdir}")
-    paths = make_cohort(
+    make_cohort(
         workdir, n_patients=patients, seed=seed, size="small", biopsy_patients=biopsy_patients
     )
     lake = Lake(lake_url)

@@ -526,5 +526,6 @@ def _mtimes(lake: Lake, files: list[str]) -> dict:
     out = {}
     for f in files:
         info = lake.fs.info(f)
-        out[f] = (info.get("size"), info.get("mtime") or info.get("LastModified") or info.get("ETag"))
+        stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag")
+        out[f] = (info.get("size"), stamp)
     return out

@@ -9,7 +9,6 @@ column, the row and the offending value.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -78,7 +77,9 @@ def load_schema(table: str) -> TableSchema:
     cols = []
     for c in spec["columns"]:
         if c["type"] not in _ARROW_TYPES:
-            raise SchemaError(f"schema {path.name}: column {c['name']} has unknown type {c['type']}")
+            raise SchemaError(
+                f"schema {path.name}: column {c['name']} has unknown type {c['type']}"
+            )
         allowed = tuple(c["allowed"]) if "allowed" in c else None
         cols.append(
             Column(
@@ -113,6 +114,8 @@ def _row_label(df: pd.DataFrame, i: int) -> str:
 
 
 def _fail(schema: TableSchema, col: str, df: pd.DataFrame, i: int, value, why: str):
+    if isinstance(value, np.generic):
+        value = value.item()
     raise SchemaError(
         f"table {schema.table}, column {col}, {_row_label(df, i)}: value {value!r} {why}"
     )
@@ -221,10 +224,3 @@ def validate(table: str, data: pd.DataFrame | pa.Table) -> pa.Table:
     # pa.Table.from_arrays does not enforce nullability: cast does (see STACK-NOTES).
     return tbl.cast(schema.arrow_schema())
 
-
-def is_finite_number(x) -> bool:
-    """Return True when x is a real finite number."""
-    try:
-        return math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
