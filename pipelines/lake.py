@@ -239,6 +239,35 @@ class Lake:
             read_only=read_only,
         )
 
+    def stage_group(self, folder: str, name: str) -> tuple[str, zarr.Group]:
+        """Open a new Zarr v3 group under a temporary (invisible) name in `folder`.
+
+        Returns (temporary path, group). Fill it, then `commit_group` it to `folder/name.zarr`
+        or `discard_staged` it.
+        """
+        _check_path_component(name)
+        tmp = self.path(folder, f".tmp-{name}-{uuid.uuid4().hex[:8]}.zarr")
+        return tmp, zarr.open_group(self._store(tmp), mode="w", zarr_format=3)
+
+    def commit_group(self, tmp: str, folder: str, name: str) -> str:
+        """Move a staged group to `folder/name.zarr`, replacing an older one; return its path."""
+        _check_path_component(name)
+        self._replace_dir(tmp, self.path(folder, f"{name}.zarr"))
+        return f"{folder}/{name}.zarr"
+
+    def discard_staged(self, tmp: str) -> None:
+        """Remove a staged (temporary) group if it exists."""
+        with contextlib.suppress(Exception):
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp, recursive=True)
+
+    def open_group(self, rel: str) -> zarr.Group:
+        """Open a committed Zarr group (path relative to the root) read-only."""
+        path = self.path(rel)
+        if not self.fs.exists(path):
+            raise LakeError(f"{self.url}: {rel} does not exist")
+        return zarr.open_group(self._store(path, read_only=True), mode="r")
+
     def stage_volume(
         self,
         patient_id: str,
@@ -253,32 +282,23 @@ class Lake:
         `commit_volume` to move it into place or `discard_staged` to drop it.
         """
         pid = validate_patient_id(patient_id)
-        tmp = self.path("volumes", f".tmp-{pid}-{uuid.uuid4().hex[:8]}.zarr")
+        tmp, group = self.stage_group("volumes", pid)
         try:
-            group = zarr.open_group(self._store(tmp), mode="w", zarr_format=3)
             group.attrs.update(dict(attrs))
             imgs = group.require_group("images")
             msk = group.require_group("masks")
             for mod, arr in images.items():
-                _write_array(imgs, mod, np.asarray(arr, dtype=np.float32))
+                write_array(imgs, mod, np.asarray(arr, dtype=np.float32))
             for mod, arr in masks.items():
-                _write_array(msk, mod, np.asarray(arr, dtype=np.uint8))
+                write_array(msk, mod, np.asarray(arr, dtype=np.uint8))
         except BaseException:
             self.discard_staged(tmp)
             raise
         return tmp
 
-    def discard_staged(self, tmp: str) -> None:
-        """Remove a staged (temporary) group if it exists."""
-        with contextlib.suppress(Exception):
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp, recursive=True)
-
     def commit_volume(self, tmp: str, patient_id: str) -> str:
         """Move a staged group to volumes/<patient>.zarr (replacing an older one); return it."""
-        final = self.volume_path(patient_id)
-        self._replace_dir(tmp, final)
-        return f"volumes/{validate_patient_id(patient_id)}.zarr"
+        return self.commit_group(tmp, "volumes", validate_patient_id(patient_id))
 
     def write_volume(self, patient_id: str, images, masks, attrs) -> str:
         """Stage and commit a patient's volume group; return its path relative to the root."""
@@ -306,7 +326,7 @@ class Lake:
         path = self.volume_path(pid)
         if not self.fs.exists(path):
             raise LakeError(f"{self.url}: no volume for patient {pid} (run `drlake ingest`)")
-        group = zarr.open_group(self._store(path, read_only=True), mode="r")
+        group = self.open_group(f"volumes/{pid}.zarr")
         mods = modalities or list(group.attrs["modalities"])
         images = {m: group["images"][m][...] for m in mods}
         masks = {m: group["masks"][m][...] for m in mods}
@@ -314,10 +334,7 @@ class Lake:
 
     def volume_attrs(self, patient_id: str) -> dict:
         """Return the attributes of a patient's volume group."""
-        group = zarr.open_group(
-            self._store(self.volume_path(patient_id), read_only=True), mode="r"
-        )
-        return dict(group.attrs)
+        return dict(self.open_group(f"volumes/{validate_patient_id(patient_id)}.zarr").attrs)
 
     # ---- run log -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -401,9 +418,11 @@ def _check_path_component(part: str) -> None:
         raise InputError(f"unsafe path component {part!r}")
 
 
-def _write_array(group, name: str, arr: np.ndarray) -> None:
-    """Write a 3D array chunked 64^3 inside one shard per volume, zstd-compressed."""
-    chunks = tuple(min(CHUNK, s) for s in arr.shape)
+def write_array(group, name: str, arr: np.ndarray, chunks: tuple[int, ...] | None = None,
+                dimension_names=("z", "y", "x")) -> None:
+    """Write an array chunked (default 64^3) inside one shard per array, zstd-compressed."""
+    chunks = chunks or (CHUNK,) * arr.ndim
+    chunks = tuple(min(c, s) for c, s in zip(chunks, arr.shape, strict=True))
     shards = tuple(-(-s // c) * c for s, c in zip(arr.shape, chunks, strict=True))
     a = group.create_array(
         name,
@@ -412,7 +431,7 @@ def _write_array(group, name: str, arr: np.ndarray) -> None:
         chunks=chunks,
         shards=shards,
         compressors=ZstdCodec(level=3),
-        dimension_names=("z", "y", "x"),
+        dimension_names=dimension_names,
         fill_value=0,
     )
     a[...] = arr
