@@ -133,6 +133,134 @@ def demo(
              seed=seed, echo=typer.echo)
 
 
+class Aggregation(StrEnum):
+    averaged = "averaged"
+    merged = "merged"
+
+
+def _encoder_spec(encoder: str, seed: int, blocks: str, encoder_config: Path | None):
+    from pipelines.encoder import spec_from_options
+
+    weights = encoder if encoder in ("seeded", "identity") else str(Path(encoder))
+    return spec_from_options(weights=weights, seed=seed, blocks=blocks,
+                             config=str(encoder_config) if encoder_config else None)
+
+
+@app.command()
+def run(
+    manifest: Annotated[
+        Path | None, typer.Argument(help="ingest this manifest first (optional)")
+    ] = None,
+    lake: LakeOpt = "lake",
+    clinical: Annotated[Path | None, typer.Option(help="clinical.csv (with MANIFEST)")] = None,
+    immune: Annotated[Path | None, typer.Option(help="immune CSV (with MANIFEST)")] = None,
+    expression: Annotated[Path | None, typer.Option(help="TPM TSV (with MANIFEST)")] = None,
+    encoder: Annotated[
+        str, typer.Option(help="seeded | identity | path to a .pt state_dict")
+    ] = "seeded",
+    seed: Annotated[int, typer.Option(help="seed of the seeded encoder weights")] = 0,
+    blocks: Annotated[str, typer.Option(help="maps per Conv3d block, e.g. 10,10")] = "10,10",
+    encoder_config: Annotated[
+        Path | None, typer.Option(help="JSON encoder configuration (overrides --blocks)")
+    ] = None,
+    cohort: Annotated[str, typer.Option(help="cohort of the lake to process")] = "main",
+    bin_count: Annotated[int | None, typer.Option(help="fixed bin number (default 32)")] = None,
+    bin_size: Annotated[float | None, typer.Option(help="fixed bin size instead")] = None,
+    aggregation: Annotated[Aggregation, typer.Option(help="GLCM over 13 directions")] = (
+        Aggregation.averaged
+    ),
+    shape: Annotated[str, typer.Option(help="shape features: paper | all | none")] = "paper",
+    workers: Annotated[int | None, typer.Option(help="local workers (default: cores)")] = None,
+    scheduler: Annotated[
+        str, typer.Option(help="threads | processes | sync | a cluster address tcp://host:8786")
+    ] = "threads",
+    force: Annotated[bool, typer.Option(help="recompute even when outputs are current")] = False,
+):
+    """Run the pipeline: [ingest ->] activations -> quantify, then print the DRF table's shape."""
+    from pipelines.lake import Lake
+    from pipelines.pipeline import run_activations, run_quantify
+    from pipelines.quantify import QuantifySettings
+    from pipelines.scheduler import SchedulerSpec
+
+    lk = Lake(lake)
+    if manifest is not None:
+        from pipelines.ingest import IngestSettings
+        from pipelines.ingest import ingest as run_ingest
+
+        typer.echo(str(run_ingest(manifest, lk, clinical=clinical, immune=immune,
+                                  expression=expression, settings=IngestSettings(cohort=cohort))))
+    spec = _encoder_spec(encoder, seed, blocks, encoder_config)
+    sched = SchedulerSpec(scheduler=scheduler, workers=workers)
+    settings = QuantifySettings(
+        bin_count=None if bin_size is not None else (bin_count or 32), bin_size=bin_size,
+        aggregation=aggregation.value, shape=shape,
+    )
+    act = run_activations(lk, spec, sched, cohort=cohort, force=force)
+    typer.echo(f"activations: encoder {act['encoder']}: {act['computed']} computed, "
+               f"{act['skipped']} unchanged")
+    q = run_quantify(lk, act["encoder"], settings, sched, cohort=cohort, force=force)
+    typer.echo(f"quantify: {q['written']} fragment(s) written, {q['skipped']} unchanged "
+               f"({q['seconds']:.1f} s)")
+    _print_drf(lk, act["encoder"])
+
+
+def _print_drf(lk, encoder_name: str, rows: int = 3) -> None:
+    from pipelines.sql import connect
+
+    con = connect(lk)
+    try:
+        df = con.execute("SELECT * FROM drf WHERE encoder = ? ORDER BY patient_id",
+                         [encoder_name]).df()
+    finally:
+        con.close()
+    n_feat = df.shape[1] - 2
+    typer.echo(f"DRF table ({encoder_name}): {len(df)} patients x {n_feat} features")
+    if len(df):
+        show = df.iloc[:rows, : min(6, df.shape[1])]
+        typer.echo(show.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+@app.command()
+def features(
+    lake: LakeOpt = "lake",
+    encoder: Annotated[
+        str | None, typer.Option(help="encoder name (default: the only or latest one)")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="write the DRF table to FILE.parquet or FILE.csv")
+    ] = None,
+):
+    """Show or export the DRF table (45 features per sequence, averaged over maps)."""
+    from pipelines.lake import Lake
+    from pipelines.sql import connect
+
+    lk = Lake(lake)
+    con = connect(lk)
+    try:
+        encs = [r[0] for r in con.execute(
+            "SELECT encoder, max(run_id) FROM features GROUP BY encoder ORDER BY 2").fetchall()]
+        if not encs:
+            raise InputError(f"{lk.url}: the features table is empty (run `drlake run`)")
+        name = encoder or encs[-1]
+        if name not in encs:
+            raise InputError(f"no features for encoder {name!r}; the lake has {', '.join(encs)}")
+        df = con.execute("SELECT * FROM drf WHERE encoder = ? ORDER BY patient_id", [name]).df()
+    finally:
+        con.close()
+    df = df.dropna(axis=1, how="all")
+    if export is None:
+        _print_drf(lk, name)
+        return
+    suffix = export.suffix.lower()
+    if suffix == ".parquet":
+        df.to_parquet(export, index=False)
+    elif suffix == ".csv":
+        df.to_csv(export, index=False)
+    else:
+        raise InputError(f"{export}: export format must be .parquet or .csv")
+    typer.echo(f"DRF table ({name}): {len(df)} patients x {df.shape[1] - 2} features -> {export}")
+
+
 @app.command()
 def runs(lake: LakeOpt = "lake"):
     """List the run log of a lake."""

@@ -145,7 +145,8 @@ class Lake:
         return self.path("tables", table)
 
     def write_table_atomic(
-        self, table: str, data: pd.DataFrame | pa.Table, name: str = "data", partition=None
+        self, table: str, data: pd.DataFrame | pa.Table, name: str = "data", partition=None,
+        metadata: Mapping[bytes, bytes] | None = None,
     ) -> str:
         """Validate `data` against the table's schema and write it as one Parquet file atomically.
 
@@ -153,6 +154,8 @@ class Lake:
         replaced, so a rerun replaces rather than duplicates. Returns the file's path.
         """
         tbl = validate(table, data)
+        if metadata:
+            tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), **metadata})
         parts = [f"{k}={v}" for k, v in (partition or {}).items()]
         for p in parts:
             _check_path_component(p)

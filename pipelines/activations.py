@@ -1,0 +1,125 @@
+"""Activations stage: per patient, the encoder's activation maps of every sequence's ROI crop.
+
+For each sequence the ROI's bounding box is grown by the encoder's receptive-field margin (start
+aligned to the deepest stride so pooled grids line up with the volume's), the encoder runs on
+that crop only (memory bounded by the crop, not the volume), and the mask is carried onto each
+layer's grid (a pooled voxel is in the ROI when at least half of its input voxels are). Written as
+``activations/<encoder>/<patient>.zarr`` with, per sequence, arrays ``<MOD>/layer<k>``
+(maps, z, y, x) chunked (1, 64, 64, 64) and ``<MOD>/mask<k>`` (z, y, x); attributes give the crop
+offset in the volume's voxel grid, each layer's stride and spacing, and the encoder identity.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from pipelines.encoder import Encoder
+from pipelines.lake import Lake, canonical_json, sha256_text, write_array
+
+log = logging.getLogger("drlake.activations")
+
+
+def roi_crop_box(mask: np.ndarray, margin: int, align: int) -> tuple[tuple[int, int], ...]:
+    """Return ((z0, z1), (y0, y1), (x0, x1)) of the mask's bounding box grown by `margin`.
+
+    Starts are floored to multiples of `align` and clipped to the array; ends are clipped.
+    """
+    idx = np.nonzero(mask)
+    box = []
+    for axis, n in enumerate(mask.shape):
+        lo = max(0, int(idx[axis].min()) - margin)
+        lo -= lo % align
+        hi = min(n, int(idx[axis].max()) + 1 + margin)
+        box.append((lo, hi))
+    return tuple(box)
+
+
+def pooled_mask(mask: np.ndarray, stride: int) -> np.ndarray:
+    """Return the mask on a grid `stride` times coarser: a voxel is ROI if >= half its inputs are.
+
+    Shapes floor like max-pooling: (z // s, y // s, x // s).
+    """
+    if stride == 1:
+        return mask.astype(bool)
+    s = stride
+    z, y, x = (d // s for d in mask.shape)
+    m = mask[: z * s, : y * s, : x * s].astype(np.float32)
+    frac = m.reshape(z, s, y, s, x, s).mean(axis=(1, 3, 5))
+    return frac >= 0.5
+
+
+def activation_fingerprint(volume_fingerprint: str, encoder: Encoder, modalities: list[str]) -> str:
+    """Return the fingerprint of a patient's activations: its volume, encoder and sequences."""
+    return sha256_text(
+        canonical_json(
+            {"volume": volume_fingerprint, "encoder": encoder.identity_hash, "mods": modalities}
+        )
+    )
+
+
+def patient_activations(
+    lake: Lake, patient_id: str, encoder: Encoder, modalities: list[str] | None = None,
+    threads: int | None = None, force: bool = False,
+) -> dict:
+    """Compute and write one patient's activations; return a small summary dict.
+
+    Skips the work when the lake already holds activations with the same fingerprint (same
+    volume, encoder and sequences) unless `force`.
+    """
+    attrs = lake.volume_attrs(patient_id)
+    mods = modalities or list(attrs["modalities"])
+    fp = activation_fingerprint(attrs["fingerprint"], encoder, mods)
+    folder = f"activations/{encoder.name}"
+    rel = f"{folder}/{patient_id}.zarr"
+    if not force and lake.exists(rel):
+        old = dict(lake.open_group(rel).attrs)
+        if old.get("fingerprint") == fp:
+            return {"patient_id": patient_id, "skipped": True}
+    vol = lake.read_volume(patient_id, mods)
+    spacing = float(attrs["spacing_zyx"][0])
+    strides = encoder.strides()
+    margin = encoder.margin()
+    tmp, group = lake.stage_group(folder, patient_id)
+    voxels = 0
+    try:
+        per_mod = {}
+        for mod in mods:
+            mask = vol.masks[mod].astype(bool)
+            box = roi_crop_box(mask, margin, strides[-1])
+            sl = tuple(slice(a, b) for a, b in box)
+            crop_img, crop_mask = vol.images[mod][sl], mask[sl]
+            layers = encoder.activations(crop_img, threads=threads)
+            g = group.require_group(mod)
+            for k, (act, stride) in enumerate(zip(layers, strides, strict=True), start=1):
+                write_array(g, f"layer{k}", act.astype(np.float32), chunks=(1, 64, 64, 64),
+                            dimension_names=("map", "z", "y", "x"))
+                m = pooled_mask(crop_mask, stride)
+                m = m[: act.shape[1], : act.shape[2], : act.shape[3]]
+                write_array(g, f"mask{k}", m.astype(np.uint8))
+                voxels += int(m.sum())
+            per_mod[mod] = {
+                "crop_offset_zyx": [a for a, _ in box],
+                "crop_shape_zyx": [b - a for a, b in box],
+                "layers": [
+                    {"layer": k, "stride": s, "spacing_mm": spacing * s,
+                     "maps": int(layers[k - 1].shape[0])}
+                    for k, s in enumerate(strides, start=1)
+                ],
+            }
+        group.attrs.update({
+            "patient_id": patient_id,
+            "encoder": encoder.describe(),
+            "modalities": mods,
+            "spacing_mm": spacing,
+            "margin_voxels": margin,
+            "per_modality": per_mod,
+            "fingerprint": fp,
+            "volume_fingerprint": attrs["fingerprint"],
+        })
+        lake.commit_group(tmp, folder, patient_id)
+    except BaseException:
+        lake.discard_staged(tmp)
+        raise
+    return {"patient_id": patient_id, "skipped": False, "roi_voxels": voxels}

@@ -1,0 +1,121 @@
+"""The batch pipeline over a lake: activations -> quantify, as Dask graphs of per-patient tasks.
+
+Each stage function builds one delayed task per patient (activations) or per patient x sequence
+(quantify), runs it on the chosen scheduler (see `pipelines.scheduler`) and logs the run. Tasks
+read from and write to the lake themselves and return small summaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import dask
+
+from pipelines.encoder import EncoderSpec, build_encoder, spec_as_dict
+from pipelines.exceptions import LakeError
+from pipelines.lake import Lake
+from pipelines.quantify import QuantifySettings, quantify_patient_modality
+from pipelines.scheduler import SchedulerSpec, run_tasks
+
+log = logging.getLogger("drlake.pipeline")
+
+
+def cohort_patients(lake: Lake, cohort: str | None = "main",
+                    patients: list[str] | None = None) -> list[tuple[str, list[str]]]:
+    """Return [(patient_id, modalities)] of the lake's patients (of one cohort, or the given ids)."""
+    df = lake.read_table("patients")
+    if df.empty:
+        raise LakeError(f"{lake.url}: no patients in the lake (run `drlake ingest` first)")
+    if patients:
+        unknown = sorted(set(patients) - set(df["patient_id"]))
+        if unknown:
+            raise LakeError(f"{lake.url}: unknown patient(s) {', '.join(unknown)}")
+        df = df[df["patient_id"].isin(patients)]
+    elif cohort:
+        df = df[df["cohort"] == cohort]
+        if df.empty:
+            raise LakeError(f"{lake.url}: no patients of cohort {cohort!r}")
+    return [(r.patient_id, r.modalities.split(",")) for r in df.itertuples()]
+
+
+def _activations_task(lake_url, storage_options, pid, spec: EncoderSpec, threads, force):
+    from pipelines.activations import patient_activations
+    from pipelines.quantify import _limit_threads
+
+    _limit_threads(threads)
+    encoder = _cached_encoder(spec)
+    return patient_activations(Lake(lake_url, storage_options), pid, encoder, threads=threads,
+                               force=force)
+
+
+_ENCODERS: dict = {}
+
+
+def _cached_encoder(spec: EncoderSpec):
+    key = repr(spec)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = build_encoder(spec)
+    return _ENCODERS[key]
+
+
+def run_activations(lake: Lake, spec: EncoderSpec, sched: SchedulerSpec | None = None,
+                    cohort: str | None = "main", patients: list[str] | None = None,
+                    force: bool = False, progress: bool = True) -> dict:
+    """Compute activation maps for the cohort's patients; return a summary with the encoder."""
+    sched = sched or SchedulerSpec()
+    encoder = build_encoder(spec)
+    todo = cohort_patients(lake, cohort, patients)
+    threads = sched.threads_per_task()
+    tasks = [
+        dask.delayed(_activations_task, pure=False)(
+            lake.url, lake.storage_options, pid, spec, threads, force,
+            dask_key_name=f"activations-{pid}",
+        )
+        for pid, _ in todo
+    ]
+    params = {"encoder": spec_as_dict(spec), "patients": len(todo)}
+    t0 = time.perf_counter()
+    with lake.run("activations", params, encoder_hash=encoder.identity_hash) as run:
+        results = run_tasks(tasks, sched, desc=f"activations {encoder.name}", progress=progress)
+        done = sum(not r["skipped"] for r in results)
+        run.message = (f"encoder {encoder.name}: {done} patient(s) computed, "
+                       f"{len(results) - done} unchanged")
+    log.info("activations: %s (%.1f s)", run.message, time.perf_counter() - t0)
+    return {"encoder": encoder.name, "encoder_identity": encoder.describe(), "computed": done,
+            "skipped": len(results) - done, "run_id": run.run_id}
+
+
+def run_quantify(lake: Lake, encoder_name: str, settings: QuantifySettings | None = None,
+                 sched: SchedulerSpec | None = None, cohort: str | None = "main",
+                 patients: list[str] | None = None, force: bool = False,
+                 progress: bool = True) -> dict:
+    """Quantify every patient x sequence's activations into the features table."""
+    settings = settings or QuantifySettings()
+    sched = sched or SchedulerSpec()
+    todo = cohort_patients(lake, cohort, patients)
+    missing = [pid for pid, _ in todo if not lake.exists(f"activations/{encoder_name}/{pid}.zarr")]
+    if missing:
+        raise LakeError(
+            f"{lake.url}: no activations of encoder {encoder_name} for {len(missing)} patient(s) "
+            f"(e.g. {missing[0]}); run `drlake run` or the activations stage first"
+        )
+    params = {"encoder": encoder_name, "settings": settings.as_dict(), "patients": len(todo)}
+    threads = sched.threads_per_task()
+    t0 = time.perf_counter()
+    with lake.run("quantify", params) as run:
+        tasks = [
+            dask.delayed(quantify_patient_modality, pure=False)(
+                lake.url, lake.storage_options, pid, mod, encoder_name, settings, run.run_id,
+                threads, force, dask_key_name=f"quantify-{pid}-{mod}",
+            )
+            for pid, mods in todo
+            for mod in mods
+        ]
+        results = run_tasks(tasks, sched, desc="quantify", progress=progress)
+        done = [r for r in results if not r["skipped"]]
+        run.message = (f"{len(done)} fragment(s) written ({sum(r['rows'] for r in done)} rows), "
+                       f"{len(results) - len(done)} unchanged")
+    log.info("quantify: %s (%.1f s)", run.message, time.perf_counter() - t0)
+    return {"written": len(done), "skipped": len(results) - len(done), "run_id": run.run_id,
+            "seconds": time.perf_counter() - t0}

@@ -1,0 +1,173 @@
+"""Quantify stage: texture quantifiers of every activation map plus shape, into the `features`
+table (seed 000, section 2.3).
+
+One Dask task per patient x sequence reads its activation crop from the lake, discretises each
+map (32 levels over the ROI's range by default), computes the first-order, GLCM, GLSZM and NGTDM
+families on every map of every layer and the shape features on the ROI mask, and writes its own
+Parquet fragment ``tables/features/modality=<MOD>/encoder=<ENC>/<patient>.parquet`` atomically.
+A fragment records the hash of everything it was computed from (settings, activations) in its
+Parquet metadata; a rerun skips fragments whose hash matches and recomputes the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipelines.exceptions import InputError, LakeError
+from pipelines.lake import Lake, canonical_json, sha256_text
+
+log = logging.getLogger("drlake.quantify")
+
+TEXTURE_FAMILIES = ("firstorder", "glcm", "glszm", "ngtdm")
+PAPER_SHAPE = ("morph_volume", "morph_area_mesh", "morph_fractal_dim", "morph_porosity")
+HASH_KEY = b"drlake.params_hash"
+
+
+@dataclass(frozen=True)
+class QuantifySettings:
+    """Settings of the quantify stage (hashed into every fragment).
+
+    bin_count: fixed bin number (IBSI FBN, the paper's 32); bin_size: fixed bin size (FBS) in the
+    map's units instead. aggregation: GLCM "averaged" over 13 directions or "merged". shape:
+    "paper" (volume, surface area, fractal dimension, porosity), "all" IBSI morphology, or "none".
+    """
+
+    bin_count: int | None = 32
+    bin_size: float | None = None
+    aggregation: str = "averaged"
+    families: tuple[str, ...] = TEXTURE_FAMILIES
+    shape: str = "paper"
+
+    def __post_init__(self):
+        if (self.bin_count is None) == (self.bin_size is None):
+            raise InputError("give exactly one of bin_count and bin_size")
+        if self.bin_count is not None and self.bin_count < 2:
+            raise InputError(f"bin count must be >= 2, got {self.bin_count}")
+        if self.bin_size is not None and not self.bin_size > 0:
+            raise InputError(f"bin size must be > 0, got {self.bin_size}")
+        if self.aggregation not in ("averaged", "merged"):
+            raise InputError(f"aggregation must be averaged or merged, got {self.aggregation!r}")
+        bad = [f for f in self.families if f not in TEXTURE_FAMILIES]
+        if bad:
+            raise InputError(f"unknown feature families {bad}; choose from {TEXTURE_FAMILIES}")
+        if self.shape not in ("paper", "all", "none"):
+            raise InputError(f"shape must be paper, all or none, got {self.shape!r}")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["families"] = list(self.families)
+        return d
+
+
+def fragment_hash(settings: QuantifySettings, activation_fp: str, modality: str) -> str:
+    """Return the hash a fragment is keyed on: settings, activations and sequence."""
+    return sha256_text(canonical_json(
+        {"settings": settings.as_dict(), "activations": activation_fp, "modality": modality}
+    ))
+
+
+def fragment_rel(modality: str, encoder: str, patient_id: str) -> tuple[dict, str]:
+    """Return (partition dict, file stem) of a features fragment."""
+    return {"modality": modality, "encoder": encoder}, patient_id
+
+
+def existing_fragment_hash(lake: Lake, modality: str, encoder: str, patient_id: str) -> str | None:
+    """Return the params hash stored in an existing fragment's metadata, or None."""
+    path = "/".join([lake.table_dir("features"), f"modality={modality}", f"encoder={encoder}",
+                     f"{patient_id}.parquet"])
+    if not lake.fs.exists(path):
+        return None
+    with lake.fs.open(path, "rb") as f:
+        meta = pq.read_schema(f).metadata or {}
+    v = meta.get(HASH_KEY)
+    return v.decode() if v else None
+
+
+def map_feature_rows(act: np.ndarray, mask: np.ndarray, spacing_mm: float,
+                     settings: QuantifySettings) -> list[tuple[int, str, float]]:
+    """Return (map, feature, value) of every texture feature of every map of one layer.
+
+    act: (maps, z, y, x) float32; mask: (z, y, x) bool on the same grid; spacing in mm.
+    """
+    from pipelines.features.extract import compute_features
+
+    rows = []
+    sp = (spacing_mm,) * 3
+    for m in range(act.shape[0]):
+        feats = compute_features(
+            act[m], mask, sp, families=settings.families, bin_count=settings.bin_count,
+            bin_size=settings.bin_size, aggregation=settings.aggregation,
+        )
+        rows.extend((m, name, float(v)) for name, v in feats.items())
+    return rows
+
+
+def quantify_patient_modality(
+    lake_url: str, storage_options: dict | None, patient_id: str, modality: str, encoder: str,
+    settings: QuantifySettings, run_id: str, threads: int = 1, force: bool = False,
+) -> dict:
+    """Compute and write one features fragment; return a small summary (never the data)."""
+    _limit_threads(threads)
+    t0 = time.perf_counter()
+    lake = Lake(lake_url, storage_options)
+    rel = f"activations/{encoder}/{patient_id}.zarr"
+    group = lake.open_group(rel)
+    attrs = dict(group.attrs)
+    if modality not in attrs["modalities"]:
+        raise LakeError(f"{rel}: no activations for sequence {modality}")
+    want = fragment_hash(settings, attrs["fingerprint"], modality)
+    if not force and existing_fragment_hash(lake, modality, encoder, patient_id) == want:
+        return {"patient_id": patient_id, "modality": modality, "skipped": True, "rows": 0}
+    spacing = float(attrs["spacing_mm"])
+    rows: list[tuple[int, int, str, float]] = []
+    g = group[modality]
+    layers = attrs["per_modality"][modality]["layers"]
+    for info in layers:
+        k = int(info["layer"])
+        mask = g[f"mask{k}"][...].astype(bool)
+        if not mask.any():
+            log.warning("%s %s layer %d: ROI vanishes at stride %d; layer skipped",
+                        patient_id, modality, k, info["stride"])
+            continue
+        act = g[f"layer{k}"][...]
+        rows.extend((k, m, f, v) for m, f, v in map_feature_rows(act, mask, info["spacing_mm"],
+                                                                  settings))
+    if settings.shape != "none":
+        from pipelines.features.shape import shape_features
+
+        mask1 = g["mask1"][...].astype(bool)
+        which = PAPER_SHAPE if settings.shape == "paper" else "all"
+        for f, v in shape_features(mask1, (spacing,) * 3, features=which).items():
+            rows.append((0, 0, f, float(v)))
+    df = pd.DataFrame(rows, columns=["layer", "map", "feature", "value"])
+    df.insert(0, "patient_id", patient_id)
+    df.insert(1, "modality", modality)
+    df.insert(2, "encoder", encoder)
+    df["run_id"] = run_id
+    part, stem = fragment_rel(modality, encoder, patient_id)
+    lake.write_table_atomic("features", df, name=stem, partition=part,
+                            metadata={HASH_KEY: want.encode()})
+    return {"patient_id": patient_id, "modality": modality, "skipped": False, "rows": len(df),
+            "seconds": time.perf_counter() - t0}
+
+
+def _limit_threads(n: int) -> None:
+    """Cap the threads of torch/numba/BLAS inside a task so parallel workers don't oversubscribe."""
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, n))
+    except Exception:  # pragma: no cover - torch is a dependency, but a task must not die of it
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(max(1, n))
+    except Exception:  # pragma: no cover
+        pass

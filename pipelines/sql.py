@@ -1,0 +1,107 @@
+"""DuckDB over the lake: `connect(lake)` returns a connection with every view of `sql/` defined.
+
+The views live in `sql/*.sql` as plain SQL, one concern per file. Placeholders filled here:
+
+- ``{{source:TABLE}}``: the lake's Parquet files of TABLE (a glob over ``tables/TABLE/``) with the
+  schema's columns, or an empty relation with those columns when the table has no file yet;
+- ``{{catalogue}}``: the feature catalogue CSV (``schemas/features.csv``);
+- ``{{drf_columns}}``: one ``max(value) FILTER (...) AS "<SEQ>__<feature>"`` per sequence present
+  in the features table and per `paper45` feature.
+
+A file may start with ``-- depends: a, b`` naming views it needs; files are created in
+dependency order. Remote lakes register their fsspec filesystem with DuckDB (no httpfs needed).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+
+from pipelines.lake import Lake
+from pipelines.schemas import SCHEMA_DIR, load_schema
+
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+CATALOGUE = SCHEMA_DIR / "features.csv"
+
+_DUCK_TYPES = {
+    "string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER", "float64": "DOUBLE",
+    "bool": "BOOLEAN", "timestamp": "TIMESTAMPTZ",
+}
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def table_source(lake: Lake, table: str) -> str:
+    """Return a SQL relation over the table's Parquet files with exactly the schema's columns."""
+    schema = load_schema(table)
+    cols = ", ".join(f'CAST("{c.name}" AS {_DUCK_TYPES[c.type]}) AS "{c.name}"'
+                     for c in schema.columns)
+    if not lake.table_files(table):
+        empty = ", ".join(f'CAST(NULL AS {_DUCK_TYPES[c.type]}) AS "{c.name}"'
+                          for c in schema.columns)
+        return f"(SELECT {empty} LIMIT 0)"
+    glob = lake.url_of("tables", table) + "/**/*.parquet"
+    return (f"(SELECT {cols} FROM read_parquet({_quote(glob)}, union_by_name = true, "
+            f"hive_partitioning = false))")
+
+
+def view_files() -> list[Path]:
+    """Return the view files of sql/ in dependency order."""
+    files = {p.stem: p for p in sorted(SQL_DIR.glob("*.sql"))}
+    deps = {}
+    for name, p in files.items():
+        first = (p.read_text().splitlines() or [""])[0]
+        m = re.match(r"--\s*depends:\s*(.*)", first)
+        deps[name] = [d.strip() for d in m.group(1).split(",") if d.strip()] if m else []
+    order: list[str] = []
+
+    def visit(n: str, stack: tuple = ()):
+        if n in order or n not in files:
+            return
+        if n in stack:
+            raise RuntimeError(f"cyclic view dependencies: {' -> '.join((*stack, n))}")
+        for d in deps[n]:
+            visit(d, (*stack, n))
+        order.append(n)
+
+    for n in files:
+        visit(n)
+    return [files[n] for n in order]
+
+
+def _drf_columns(con: duckdb.DuckDBPyConnection) -> str:
+    mods = [r[0] for r in con.execute(
+        "SELECT DISTINCT modality FROM features ORDER BY modality").fetchall()]
+    feats = [r[0] for r in con.execute(
+        "SELECT name FROM feature_catalogue WHERE paper45 ORDER BY family, name").fetchall()]
+    cols = [
+        f"max(value) FILTER (WHERE modality = {_quote(m)} AND feature = {_quote(f)}) "
+        f'AS "{m}__{f}"'
+        for m in mods
+        for f in feats
+    ]
+    return ",\n    ".join(cols) if cols else "NULL AS no_features"
+
+
+def render(sql: str, lake: Lake, con: duckdb.DuckDBPyConnection) -> str:
+    """Return the view SQL with its placeholders filled for this lake."""
+    sql = re.sub(r"\{\{source:(\w+)\}\}", lambda m: table_source(lake, m.group(1)), sql)
+    sql = sql.replace("{{catalogue}}", f"read_csv({_quote(str(CATALOGUE))}, header = true)")
+    if "{{drf_columns}}" in sql:
+        sql = sql.replace("{{drf_columns}}", _drf_columns(con))
+    return sql
+
+
+def connect(lake: Lake | str, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    """Return a DuckDB connection with every view of sql/ defined over the lake."""
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    con = duckdb.connect(database)
+    if not lake.is_local:
+        con.register_filesystem(lake.fs)
+    for path in view_files():
+        con.execute(render(path.read_text(), lake, con))
+    return con
