@@ -406,12 +406,12 @@ def test_quantify_case_unreadable_and_empty(tmp_path, small_case):
     mp = write_image(tmp_path / "mask.nii.gz", labels, sp)
     with pytest.raises(InputError, match="no voxel has label 7"):
         case_mod.quantify_case(ip, mp, label=7)
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="file not found"):
         case_mod.quantify_case(tmp_path / "missing.nii.gz", mp)
     bad = tmp_path / "bad.nii.gz"
     bad.write_bytes(b"not an image")
     with pytest.raises(InputError, match="cannot read"):
         case_mod.quantify_case(bad, mp)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="one DICOM series"):
+    with pytest.raises(InputError, match="no DICOM series"):
         case_mod.quantify_case(tmp_path / "empty", mp)
