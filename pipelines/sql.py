@@ -4,6 +4,8 @@ The views live in `sql/*.sql` as plain SQL, one concern per file. Placeholders f
 
 - ``{{source:TABLE}}``: the lake's Parquet files of TABLE (a glob over ``tables/TABLE/``) with the
   schema's columns, or an empty relation with those columns when the table has no file yet;
+- ``{{pivot_columns:VIEW:KEY:VALUE}}``: one ``max(VALUE) FILTER (WHERE KEY = k) AS "k"`` per
+  distinct KEY of VIEW (DuckDB cannot PIVOT on data-derived values inside a view);
 - ``{{catalogue}}``: the feature catalogue CSV (``schemas/features.csv``);
 - ``{{drf_columns}}``: one ``max(value) FILTER (...) AS "<SEQ>__<feature>"`` per sequence present
   in the features table and per `paper45` feature.
@@ -87,9 +89,18 @@ def _drf_columns(con: duckdb.DuckDBPyConnection) -> str:
     return ",\n    ".join(cols) if cols else "NULL AS no_features"
 
 
+def _pivot_columns(con: duckdb.DuckDBPyConnection, view: str, key: str, value: str) -> str:
+    keys = [r[0] for r in con.execute(
+        f'SELECT DISTINCT "{key}" FROM {view} ORDER BY 1').fetchall()]
+    cols = [f'max("{value}") FILTER (WHERE "{key}" = {_quote(k)}) AS "{k}"' for k in keys]
+    return ",\n    ".join(cols) if cols else f"NULL AS no_{key}"
+
+
 def render(sql: str, lake: Lake, con: duckdb.DuckDBPyConnection) -> str:
     """Return the view SQL with its placeholders filled for this lake."""
     sql = re.sub(r"\{\{source:(\w+)\}\}", lambda m: table_source(lake, m.group(1)), sql)
+    sql = re.sub(r"\{\{pivot_columns:(\w+):(\w+):(\w+)\}\}",
+                 lambda m: _pivot_columns(con, *m.groups()), sql)
     sql = sql.replace("{{catalogue}}", f"read_csv({_quote(str(CATALOGUE))}, header = true)")
     if "{{drf_columns}}" in sql:
         sql = sql.replace("{{drf_columns}}", _drf_columns(con))
