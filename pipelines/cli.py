@@ -315,6 +315,76 @@ def features(
     typer.echo(f"DRF table ({name}): {len(df)} patients x {df.shape[1] - 2} features -> {export}")
 
 
+class SqlFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    parquet = "parquet"
+    json = "json"
+
+
+@app.command()
+def sql(
+    query: Annotated[str | None, typer.Argument(help="SQL query (read-only)")] = None,
+    file: Annotated[Path | None, typer.Option("-f", "--file", help="read the query from a file")]
+    = None,
+    lake: LakeOpt = "lake",
+    format: Annotated[SqlFormat, typer.Option(help="output format")] = SqlFormat.table,
+    out: Annotated[Path | None, typer.Option(help="write the result to this file")] = None,
+    max_rows: Annotated[int, typer.Option(help="rows shown in table format")] = 50,
+):
+    """Query the lake with DuckDB SQL (views: features, drf, clinical, immune_markers, ...)."""
+    from pipelines.sql import run_query
+
+    if (query is None) == (file is None):
+        raise InputError("give a query or -f FILE (exactly one)")
+    if file is not None:
+        if not file.exists():
+            raise InputError(f"{file}: file not found")
+        query = file.read_text()
+    df = run_query(lake, query)
+    if df is None:
+        return
+    if format == SqlFormat.parquet and out is None:
+        raise InputError("--format parquet needs --out FILE")
+    if format == SqlFormat.table:
+        text = _table_text(df, max_rows)
+    elif format == SqlFormat.csv:
+        text = df.to_csv(index=False)
+    elif format == SqlFormat.json:
+        text = df.to_json(orient="records", date_format="iso")
+    else:
+        df.to_parquet(out, index=False)
+        typer.echo(f"{len(df)} rows -> {out}")
+        return
+    if out is not None:
+        out.write_text(text if text.endswith("\n") else text + "\n")
+        typer.echo(f"{len(df)} rows -> {out}")
+    else:
+        typer.echo(text.rstrip("\n"))
+
+
+def _table_text(df, max_rows: int) -> str:
+    """Return a DataFrame as aligned text with a row of DuckDB column types under the header."""
+    import pandas as pd
+
+    types = df.attrs.get("types") or [str(t) for t in df.dtypes]
+    shown = df.head(max_rows)
+    cells = [[str(c) for c in df.columns], list(types)]
+    for row in shown.itertuples(index=False):
+        cells.append([
+            "NULL" if v is None or (isinstance(v, float) and pd.isna(v))
+            else f"{v:.6g}" if isinstance(v, float) else str(v)
+            for v in row
+        ])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))] if cells[0] else []
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in cells]
+    lines.insert(2, "  ".join("-" * w for w in widths))
+    more = len(df) - len(shown)
+    lines.append(f"({len(df)} rows" + (f", {more} not shown; use --max-rows)" if more else ")"))
+    return "\n".join(lines)
+
+
 @app.command()
 def runs(lake: LakeOpt = "lake"):
     """List the run log of a lake."""

@@ -231,7 +231,9 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise InputError(f"{path}: expected a state_dict of tensors (torch.save(model.state_dict()))")
+        raise InputError(
+            f"{path}: expected a state_dict of tensors (torch.save(model.state_dict()))"
+        )
     return obj
 
 
@@ -279,7 +281,9 @@ def spec_from_options(weights: str = "seeded", seed: int = 0, blocks: str = "10,
         try:
             kw["blocks"] = tuple(int(b) for b in blocks.split(","))
         except ValueError:
-            raise InputError(f"--blocks expects comma-separated map counts, got {blocks!r}") from None
+            raise InputError(
+                f"--blocks expects comma-separated map counts, got {blocks!r}"
+            ) from None
     kw.setdefault("weights", weights)
     kw.setdefault("seed", seed)
     return EncoderSpec(**kw)

@@ -518,7 +518,7 @@ def ingest(
         tables=counts,
         seconds=time.perf_counter() - t0,
     )
-    log.info("%s", summary)
+    log.debug("%s", summary)
     return summary
 
 

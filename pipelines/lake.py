@@ -125,7 +125,7 @@ class Lake:
 
     def url_of(self, *parts: str) -> str:
         """Return the full URL (with protocol for remote lakes) of a location inside the lake."""
-        p = self.path(*parts)
+        p = self.path(*parts) if parts else self.root
         return p if self.is_local else f"{_protocol(self.fs)}://{p}"
 
     def exists(self, *parts: str) -> bool:

@@ -23,7 +23,7 @@ log = logging.getLogger("drlake.pipeline")
 
 def cohort_patients(lake: Lake, cohort: str | None = "main",
                     patients: list[str] | None = None) -> list[tuple[str, list[str]]]:
-    """Return [(patient_id, modalities)] of the lake's patients (of one cohort, or the given ids)."""
+    """Return [(patient_id, modalities)] of the cohort's patients (or of the given ids)."""
     df = lake.read_table("patients")
     if df.empty:
         raise LakeError(f"{lake.url}: no patients in the lake (run `drlake ingest` first)")
@@ -81,7 +81,7 @@ def run_activations(lake: Lake, spec: EncoderSpec, sched: SchedulerSpec | None =
         done = sum(not r["skipped"] for r in results)
         run.message = (f"encoder {encoder.name}: {done} patient(s) computed, "
                        f"{len(results) - done} unchanged")
-    log.info("activations: %s (%.1f s)", run.message, time.perf_counter() - t0)
+    log.debug("activations: %s (%.1f s)", run.message, time.perf_counter() - t0)
     return {"encoder": encoder.name, "encoder_identity": encoder.describe(), "computed": done,
             "skipped": len(results) - done, "run_id": run.run_id}
 
@@ -116,6 +116,6 @@ def run_quantify(lake: Lake, encoder_name: str, settings: QuantifySettings | Non
         done = [r for r in results if not r["skipped"]]
         run.message = (f"{len(done)} fragment(s) written ({sum(r['rows'] for r in done)} rows), "
                        f"{len(results) - len(done)} unchanged")
-    log.info("quantify: %s (%.1f s)", run.message, time.perf_counter() - t0)
+    log.debug("quantify: %s (%.1f s)", run.message, time.perf_counter() - t0)
     return {"written": len(done), "skipped": len(results) - len(done), "run_id": run.run_id,
             "seconds": time.perf_counter() - t0}

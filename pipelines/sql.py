@@ -116,3 +116,62 @@ def connect(lake: Lake | str, database: str = ":memory:") -> duckdb.DuckDBPyConn
     for path in view_files():
         con.execute(render(path.read_text(), lake, con))
     return con
+
+
+READ_ONLY_TYPES = ("SELECT", "EXPLAIN")
+
+
+def check_read_only(query: str) -> list[str]:
+    """Return the statements of `query` if every one only reads; else raise InputError.
+
+    Allowed: SELECT (including WITH, DESCRIBE, SHOW, SUMMARIZE) and EXPLAIN. Anything that
+    writes, attaches, copies, installs or changes settings is refused with its statement type.
+    """
+    from pipelines.exceptions import InputError
+
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error as exc:
+        raise InputError(f"SQL error: {exc}") from None
+    if not statements:
+        raise InputError("no SQL statement given")
+    for st in statements:
+        kind = str(st.type).rsplit(".", 1)[-1]
+        if kind not in READ_ONLY_TYPES:
+            raise InputError(
+                f"drlake sql is read-only: {kind} statements are refused (use SELECT; write "
+                "results with --out FILE)"
+            )
+    return [st.query for st in statements]
+
+
+def lockdown(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """Restrict a connection to reading the lake and the catalogue: no other file access."""
+    allowed = [lake.url_of() + "/", str(SCHEMA_DIR) + "/"]
+    con.execute("SET allowed_directories = " + "[" + ", ".join(map(_quote, allowed)) + "]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def run_query(lake: Lake | str, query: str):
+    """Return the result of the last statement of a read-only query as a DataFrame, with the
+    DuckDB column types as `df.attrs["types"]`."""
+    from pipelines.exceptions import InputError
+
+    lake = lake if isinstance(lake, Lake) else Lake(lake)
+    statements = check_read_only(query)
+    con = connect(lake)
+    try:
+        lockdown(con, lake)
+        rel = None
+        for sql in statements:
+            rel = con.sql(sql)
+        df = rel.df() if rel is not None else None
+        types = [str(t) for t in rel.types] if rel is not None else []
+    except duckdb.Error as exc:
+        raise InputError(f"SQL error: {exc}") from None
+    finally:
+        con.close()
+    if df is not None:
+        df.attrs["types"] = types
+    return df

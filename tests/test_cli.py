@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from pipelines.features.catalogue import feature_catalogue
 from pipelines.features.case import quantify_case
+from pipelines.features.catalogue import feature_catalogue
 
 
 def drlake(*args) -> subprocess.CompletedProcess:
