@@ -8,7 +8,22 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+def find_reference() -> Path:
+    """Return the shared reference data folder: $DRLAKE_REFERENCE, else ../shared/reference
+    next to the project, else /work/shared/reference."""
+    import os
+
+    candidates = [os.environ.get("DRLAKE_REFERENCE"),
+                  Path(__file__).resolve().parents[1].parent / "shared" / "reference",
+                  "/work/shared/reference"]
+    for c in candidates:
+        if c and Path(c).exists():
+            return Path(c)
+    return Path(candidates[1])
+
+
+REFERENCE = find_reference()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import write_image
+from conftest import REFERENCE, write_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -27,7 +27,7 @@ from pipelines.features.glszm import GLSZM_FEATURES
 from pipelines.features.ngtdm import NGTDM_FEATURES
 
 TEXTURE = ("firstorder", "glcm", "glszm", "ngtdm")
-REF_CSV = (Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "ibsi"
+REF_CSV = (REFERENCE / "ibsi"
            / "ibsi1_digital_phantom_reference_3D_subset.csv")
 SUFFIXES = {"3D, averaged": ("_3D_avg", "averaged"), "3D, merged": ("_3D_comb", "merged"),
             "3D": ("_3D", "averaged"), "": ("", "averaged")}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import REFERENCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -21,7 +21,7 @@ from pipelines.features.firstorder import (
     intensity_statistics,
 )
 
-REF_CSV = (Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "ibsi"
+REF_CSV = (REFERENCE / "ibsi"
            / "ibsi1_digital_phantom_reference_3D_subset.csv")
 
 

@@ -7,11 +7,11 @@ import csv
 import itertools
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import REFERENCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 from pipelines.features.discretise import DIRECTIONS_XYZ
 from pipelines.features.glcm import GLCM_FEATURES, glcm_features, glcm_matrices
 
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "ibsi"
+REF = REFERENCE / "ibsi"
 REF_CSV = REF / "ibsi1_digital_phantom_reference_3D_subset.csv"
 SUFFIX = {"3D, averaged": ("_3D_avg", "averaged"), "3D, merged": ("_3D_comb", "merged")}
 

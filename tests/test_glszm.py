@@ -7,12 +7,12 @@ import collections
 import csv
 import math
 import re
-from pathlib import Path
 
 import cc3d
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import REFERENCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,7 +25,7 @@ from pipelines.features.glszm import (
     zones_from_padded,
 )
 
-REF_CSV = (Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "ibsi"
+REF_CSV = (REFERENCE / "ibsi"
            / "ibsi1_digital_phantom_reference_3D_subset.csv")
 
 

@@ -87,7 +87,9 @@ def test_volume_round_trip_and_replace(tmp_path):
     attrs = {"modalities": ["T1"], "spacing_zyx": [1.0, 1.0, 1.0]}
     lake.write_volume("P1", {"T1": img}, {"T1": mask}, attrs)
     rec = lake.read_volume("P1")
-    np.testing.assert_array_equal(rec.images["T1"], img)
+    # stored as uint16 steps of 1/65535: within half a step of the input
+    np.testing.assert_allclose(rec.images["T1"], img, atol=0.5 / 65535 + 1e-7, rtol=0)
+    assert rec.images["T1"].dtype == np.float32
     np.testing.assert_array_equal(rec.masks["T1"], mask)
     assert rec.attrs["spacing_zyx"] == [1.0, 1.0, 1.0]
     lake.write_volume("P1", {"T1": img * 0}, {"T1": mask}, attrs)

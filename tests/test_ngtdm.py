@@ -7,11 +7,11 @@ import csv
 import itertools
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import REFERENCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -23,7 +23,7 @@ from pipelines.features.ngtdm import (
     ngtdm_matrix,
 )
 
-REF_CSV = (Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "ibsi"
+REF_CSV = (REFERENCE / "ibsi"
            / "ibsi1_digital_phantom_reference_3D_subset.csv")
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REFERENCE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -33,7 +33,6 @@ from pipelines.features.shape import (
     spatial_autocorrelation,
 )
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 IBSI = REFERENCE / "ibsi"
 PHANTOM_CSV = IBSI / "ibsi1_digital_phantom_reference_3D_subset.csv"
 
