@@ -322,9 +322,14 @@ class Lake:
 
                 shutil.rmtree(old, ignore_errors=True)
         else:
+            # Object stores have no directory rename: server-side copy of every object, then
+            # delete the staged ones. Readers find volumes through the patients table, which is
+            # written only after this, so they never see a half-copied group.
             if self.fs.exists(final):
                 self.fs.rm(final, recursive=True)
-            self.fs.mv(tmp, final, recursive=True)
+            for src in self.fs.find(tmp):
+                self.fs.copy(src, final + src[len(tmp):])
+            self.fs.rm(tmp, recursive=True)
 
     def read_volume(self, patient_id: str, modalities: list[str] | None = None) -> VolumeRecord:
         """Return a patient's images, masks and attributes from the lake."""

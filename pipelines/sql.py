@@ -107,10 +107,35 @@ def render(sql: str, lake: Lake, con: duckdb.DuckDBPyConnection) -> str:
     return sql
 
 
+def _spearman_p(rho, n):
+    """Return scipy's two-sided p of Spearman's rho with n pairs (t with n - 2 df), vectorised."""
+    import numpy as np
+    import pyarrow as pa
+    from scipy import stats
+
+    r = rho.to_numpy(zero_copy_only=False).astype(float)
+    k = n.to_numpy(zero_copy_only=False).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = k - 2
+        t = r * np.sqrt(df / ((1.0 - r) * (1.0 + r)))
+        p = 2 * stats.t.sf(np.abs(t), df)
+    p = np.where(np.abs(r) >= 1.0, 0.0, p)
+    p = np.where(np.isfinite(r) & (df > 0), p, np.nan)
+    return pa.array(p, mask=~np.isfinite(p))
+
+
+def register_functions(con: duckdb.DuckDBPyConnection) -> None:
+    """Register drlake's scalar functions (DuckDB has no t distribution)."""
+    con.create_function("spearman_p", _spearman_p, [duckdb.sqltype("DOUBLE"),
+                        duckdb.sqltype("BIGINT")], duckdb.sqltype("DOUBLE"), type="arrow",
+                        null_handling="special")
+
+
 def connect(lake: Lake | str, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     """Return a DuckDB connection with every view of sql/ defined over the lake."""
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     con = duckdb.connect(database)
+    register_functions(con)
     if not lake.is_local:
         con.register_filesystem(lake.fs)
     for path in view_files():

@@ -94,15 +94,17 @@ def delong_auc_variance(y, score) -> tuple[float, float]:
 
 
 def _bootstrap_aucs(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Return AUCs of stratified bootstrap resamples (positives and negatives resampled apart)."""
+    """Return AUCs of stratified bootstrap resamples (positives and negatives resampled apart).
+
+    Each AUC is the Mann-Whitney form (rank sum of the positives, average ranks for ties), equal
+    to ``roc_auc_score`` and computed for all resamples at once.
+    """
     rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    labels = np.r_[np.ones(pos.size), np.zeros(neg.size)]
-    out = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]
-        out[b] = roc_auc_score(labels, s[idx])
-    return out
+    pos, neg = s[y == 1], s[y == 0]
+    m, k = pos.size, neg.size
+    boot = np.concatenate([rng.choice(pos, (n_boot, m)), rng.choice(neg, (n_boot, k))], axis=1)
+    ranks = stats.rankdata(boot, axis=1)
+    return (ranks[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * k)
 
 
 def auc_ci(y, score, method: Literal["delong", "bootstrap"] = "delong", seed: int = 0,
@@ -286,9 +288,12 @@ def _result(y_eval, scores, index, importances, protocol, ci_method, seed, param
         importances=importances, protocol=protocol, ci_method=ci_method, params=params)
 
 
-def _check_protocol(protocol: str) -> None:
+def _check_options(protocol: str, ci_method: str) -> None:
+    """Raise InputError for an unknown protocol or CI method (before any model is fitted)."""
     if protocol not in ("paper", "strict"):
         raise InputError(f"protocol must be 'paper' or 'strict', got {protocol!r}")
+    if ci_method not in ("delong", "bootstrap"):
+        raise InputError(f"ci_method must be 'delong' or 'bootstrap', got {ci_method!r}")
 
 
 def rf_loocv(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = N_ESTIMATORS,
@@ -308,7 +313,9 @@ def rf_loocv(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = N_ESTIMATORS
     :func:`auc_ci`) is computed from them. The paper reports "the mean over n iterations", but a
     leave-one-out test fold holds a single patient, so a per-fold AUC (which needs a positive
     and a negative) is undefined; the pooled AUC is the standard LOOCV estimate and what such a
-    mean can only have meant.
+    mean can only have meant. Under the null the pooled LOOCV AUC is biased *below* 0.5 (leaving a
+    positive out shifts the training class balance against it), so chance-level results spread
+    on both sides of 0.5 and an AUC well under 0.5 means "no signal", not "inverted signal".
 
     Importances: impurity = mean over the folds' forests; permutation = decrease in ROC AUC when
     a feature is permuted (``sklearn.inspection.permutation_importance``, ``permutation_repeats``
@@ -317,7 +324,7 @@ def rf_loocv(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = N_ESTIMATORS
 
     Returns a :class:`ClassifierResult`.
     """
-    _check_protocol(protocol)
+    _check_options(protocol, ci_method)
     X = _check_X(X)
     n = len(X)
     rule = _label_rule(y, X)
@@ -361,7 +368,7 @@ def rf_split(X: pd.DataFrame, y, train_idx, test_idx, seed: int = 0,
     Returns a :class:`ClassifierResult` with the AUC and CI of the test rows, the forest's
     impurity importances and permutation importances computed on the test rows.
     """
-    _check_protocol(protocol)
+    _check_options(protocol, ci_method)
     X = _check_X(X)
     train, test = np.asarray(train_idx, dtype=int), np.asarray(test_idx, dtype=int)
     if np.intersect1d(train, test).size or train.size == 0 or test.size == 0:
