@@ -386,6 +386,57 @@ def _table_text(df, max_rows: int) -> str:
 
 
 @app.command()
+def analyze(
+    lake: LakeOpt = "lake",
+    encoder: Annotated[str | None, typer.Option(help="encoder (default: latest)")] = None,
+    protocol: Annotated[
+        str, typer.Option(help="paper (the seed's choices) | strict (leakage-free)")
+    ] = "paper",
+    seed: Annotated[int, typer.Option(help="seed of the split and the forests")] = 0,
+    n_train: Annotated[int, typer.Option(help="training patients of the split (paper: 100)")]
+    = 100,
+    trees: Annotated[int, typer.Option(help="trees of the survival forests")] = 300,
+    marker_trees: Annotated[int, typer.Option(help="trees of the marker forests")] = 100,
+    marker_cv: Annotated[str, typer.Option(help="Fig. 5 estimate: loocv | oob | none")]
+    = "loocv",
+    permutation_repeats: Annotated[int, typer.Option(help="permutation importance repeats")]
+    = 5,
+    workers: Annotated[int | None, typer.Option(help="local workers (default: cores)")] = None,
+    scheduler: Annotated[str, typer.Option(help="processes | threads | sync | tcp://host:port")]
+    = "processes",
+    force: Annotated[bool, typer.Option(help="rerun even if an identical run exists")] = False,
+):
+    """Run the statistics of seed 000 and write the results tables."""
+    from pipelines.analyze import AnalyzeSettings, run_analyze
+    from pipelines.lake import Lake
+    from pipelines.scheduler import SchedulerSpec
+
+    settings = AnalyzeSettings(encoder=encoder, protocol=protocol, seed=seed, n_train=n_train,
+                               trees=trees, marker_trees=marker_trees, marker_cv=marker_cv,
+                               permutation_repeats=permutation_repeats)
+    r = run_analyze(Lake(lake), settings, SchedulerSpec(scheduler, workers), force=force)
+    if r["skipped"]:
+        typer.echo(f"analyze: identical run {r['run_id']} already in the lake (use --force)")
+    else:
+        typer.echo(f"analyze {r['run_id']}: {r['message']} ({r['seconds']:.0f} s)")
+
+
+@app.command()
+def report(
+    lake: LakeOpt = "lake",
+    run: Annotated[str | None, typer.Option("--run", help="analyze run id (default: latest)")]
+    = None,
+    out: Annotated[Path | None, typer.Option(help="folder for index.html")] = None,
+):
+    """Write the HTML report of an analyze run (self-contained; opens without a server)."""
+    from pipelines.lake import Lake
+    from pipelines.report import build_report
+
+    path = build_report(Lake(lake), run_id=run, out_dir=out)
+    typer.echo(f"report: {path}")
+
+
+@app.command()
 def runs(lake: LakeOpt = "lake"):
     """List the run log of a lake."""
     from pipelines.lake import Lake

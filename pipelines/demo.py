@@ -48,7 +48,7 @@ def run_demo(
 
     t0 = time.perf_counter()
     workdir = Path(workdir)
-    echo(f"[1/4] synthetic cohort: {patients} patients (+{biopsy_patients} biopsy) -> {workdir}")
+    echo(f"[1/6] synthetic cohort: {patients} patients (+{biopsy_patients} biopsy) -> {workdir}")
     if _cohort_matches(workdir, patients, seed, biopsy_patients):
         echo("      reusing the cohort files already there (same size, seed and counts)")
     else:
@@ -56,7 +56,7 @@ def run_demo(
             workdir, n_patients=patients, seed=seed, size="small", biopsy_patients=biopsy_patients
         )
     lake = Lake(lake_url)
-    echo(f"[2/4] ingest -> {lake.url}")
+    echo(f"[2/6] ingest -> {lake.url}")
     main = ingest(
         workdir / "manifest.csv",
         lake,
@@ -76,10 +76,10 @@ def run_demo(
         )
         echo(f"      biopsy cohort: {bio}")
         out["ingest_biopsy"] = str(bio)
-    echo("[3/4] activations: seeded 3D CNN, 2 blocks x 10 maps, on every sequence's ROI crop")
+    echo("[3/6] activations: seeded 3D CNN, 2 blocks x 10 maps, on every sequence's ROI crop")
     act = run_activations(lake, EncoderSpec(), SchedulerSpec(), cohort="main")
     echo(f"      encoder {act['encoder']}: {act['computed']} computed, {act['skipped']} unchanged")
-    echo("[4/4] quantify: first-order, GLCM, GLSZM, NGTDM per map (32 levels) + shape")
+    echo("[4/6] quantify: first-order, GLCM, GLSZM, NGTDM per map (32 levels) + shape")
     q = run_quantify(lake, act["encoder"], QuantifySettings(), SchedulerSpec(), cohort="main")
     echo(f"      {q['written']} fragment(s) written, {q['skipped']} unchanged")
     con = connect(lake)
@@ -92,6 +92,19 @@ def run_demo(
          f"(45 per sequence); first rows:")
     echo(drf.iloc[:3, :6].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     out.update(encoder=act["encoder"], drf_shape=(len(drf), drf.shape[1] - 2))
+    echo("[5/6] analyze: correlations, Wilcoxon, log-rank, random forests (demo-sized forests)")
+    from pipelines.analyze import AnalyzeSettings, run_analyze
+
+    an = run_analyze(lake, AnalyzeSettings(encoder=act["encoder"], trees=100, marker_trees=50,
+                                           marker_cv="oob", permutation_repeats=1),
+                     SchedulerSpec("processes"))
+    echo(f"      {an.get('message') or 'unchanged: ' + an['run_id']}")
+    echo("[6/6] report")
+    from pipelines.report import build_report
+
+    page = build_report(lake, run_id=an["run_id"])
+    echo(f"      report: {page}")
+    out.update(analyze_run=an["run_id"], report=str(page))
     echo(f"done in {time.perf_counter() - t0:.1f} s; lake at {lake.url}")
     echo(f"  volumes: {lake.path('volumes')}")
     echo(f"  tables:  {lake.path('tables')}  (runs: `drlake runs --lake {lake_url}`)")

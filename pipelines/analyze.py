@@ -1,0 +1,405 @@
+"""Analyze stage: every analysis of seed 000 (sections 2.4 and 3) over the lake, into results.
+
+Reads the DRF table (one encoder), the immune markers and the clinical table through the SQL
+views, and writes one Parquet file per results table named by the run id:
+
+- results_spearman: Spearman rho of each DRF with each marker on the training set, Holm over the
+  whole heatmap (Fig. 2);
+- results_wilcoxon: rank-sum test of each DRF between below/above-median marker groups (Fig. 3);
+- results_survival: log-rank of median-split groups of each DRF, age, gender and marker, median
+  survival per group, Cox HR with CI, Holm (Table 2);
+- results_classifier / results_scores / results_importance: random forests of short vs long
+  survival (censored patients imputed as in the paper) for feature sets R, C, I and their unions,
+  leave-one-out (pooled) and the single split, with score-vs-survival statistics (Fig. 4);
+- results_marker_auc: random forests of below/above-median markers from each sequence's 45 DRFs
+  (Fig. 5).
+
+`protocol="paper"` reproduces the paper's choices (labels, medians and imputation learned on all
+patients); `protocol="strict"` fits everything that learns from data inside the training folds.
+The statistics themselves are in `pipelines.stats` (scipy, statsmodels, lifelines, sklearn).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import dask
+import numpy as np
+import pandas as pd
+
+from pipelines.exceptions import InputError, LakeError
+from pipelines.lake import Lake
+from pipelines.scheduler import SchedulerSpec, run_tasks
+
+log = logging.getLogger("drlake.analyze")
+
+FEATURE_SETS = ("R", "C", "I", "R+C", "R+I", "C+I", "R+C+I")
+
+
+@dataclass(frozen=True)
+class AnalyzeSettings:
+    """Settings of the analyze stage (recorded in the run log).
+
+    n_train: training-set size of the single split (the paper: 100 of 151; scaled to the cohort
+    as round(n * 100 / 151) when the cohort is smaller than 151); alpha: significance level of
+    Holm-corrected p-values; trees / marker_trees: random-forest sizes of the survival and the
+    marker classifiers; permutation_repeats: permutation-importance repeats (survival models).
+    marker_cv: the cross-validated estimate of the Fig. 5 heatmap besides the split: "loocv"
+    (the paper's; 88 leave-one-out forests series, the costly part), "oob" (out-of-bag
+    predictions of one forest: every patient scored by the trees that did not see it, about n
+    times cheaper, labels from all patients) or "none".
+    """
+
+    encoder: str | None = None
+    protocol: str = "paper"
+    seed: int = 0
+    n_train: int = 100
+    alpha: float = 0.05
+    trees: int = 300
+    marker_trees: int = 100
+    permutation_repeats: int = 5
+    marker_cv: str = "loocv"
+
+    def __post_init__(self):
+        if self.protocol not in ("paper", "strict"):
+            raise InputError(f"--protocol must be paper or strict, got {self.protocol!r}")
+        if not 0 < self.alpha < 1:
+            raise InputError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.trees < 1 or self.marker_trees < 1:
+            raise InputError("forest sizes must be >= 1")
+        if self.marker_cv not in ("loocv", "oob", "none"):
+            raise InputError(f"--marker-cv must be loocv, oob or none, got {self.marker_cv!r}")
+
+
+@dataclass
+class CohortData:
+    """Aligned analysis inputs: one row per patient (sorted ids)."""
+
+    drf: pd.DataFrame        # patients x 45*sequences, columns "<SEQ>__<feature>"
+    markers: pd.DataFrame    # patients x markers
+    clinical: pd.DataFrame   # age, gender, grade, survival_days, event
+    encoder: str
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self.drf.index)
+
+    def fingerprint(self) -> str:
+        """Return a sha256 of the analysis inputs' content."""
+        h = hashlib.sha256()
+        for df in (self.drf, self.markers, self.clinical):
+            h.update(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
+            h.update(",".join(map(str, df.columns)).encode())
+        h.update(self.encoder.encode())
+        return h.hexdigest()
+
+
+def load_cohort(lake: Lake, encoder: str | None = None) -> CohortData:
+    """Return the DRF table of one encoder joined with markers and clinical data.
+
+    Patients missing from any of the three are left out (logged); at least 10 must remain.
+    """
+    from pipelines.sql import connect
+
+    con = connect(lake)
+    try:
+        encs = [r[0] for r in con.execute(
+            "SELECT encoder FROM features GROUP BY encoder ORDER BY max(run_id)").fetchall()]
+        if not encs:
+            raise LakeError(f"{lake.url}: the features table is empty (run `drlake run`)")
+        enc = encoder or encs[-1]
+        if enc not in encs:
+            raise InputError(f"no features for encoder {enc!r}; the lake has {', '.join(encs)}")
+        drf = con.execute("SELECT * FROM drf WHERE encoder = ?", [enc]).df()
+        markers = con.execute("SELECT * FROM immune_markers_wide").df()
+        clinical = con.execute("SELECT * FROM clinical").df()
+    finally:
+        con.close()
+    drf = drf.drop(columns="encoder").set_index("patient_id").dropna(axis=1, how="all")
+    markers = markers.set_index("patient_id")
+    clinical = clinical.set_index("patient_id")
+    if markers.empty or clinical.empty:
+        raise LakeError(f"{lake.url}: immune markers and clinical tables are needed "
+                        "(ingest with --immune and --clinical)")
+    ids = sorted(set(drf.index) & set(markers.index) & set(clinical.index))
+    dropped = len(set(drf.index) | set(markers.index) | set(clinical.index)) - len(ids)
+    if dropped:
+        log.info("analyze: %d patient(s) lack DRFs, markers or clinical data and are left out",
+                 dropped)
+    if len(ids) < 10:
+        raise LakeError(f"{lake.url}: only {len(ids)} patients have DRFs, markers and clinical "
+                        "data; at least 10 are needed")
+    return CohortData(drf.loc[ids].astype(float), markers.loc[ids].astype(float),
+                      clinical.loc[ids], enc)
+
+
+def _split_feature(name: str) -> tuple[str | None, str]:
+    if "__" in name:
+        mod, feat = name.split("__", 1)
+        return mod, feat
+    return None, name
+
+
+def _with_modality(df: pd.DataFrame) -> pd.DataFrame:
+    parts = df["feature"].map(_split_feature)
+    out = df.copy()
+    out.insert(0, "modality", [p[0] for p in parts])
+    out["feature"] = [p[1] for p in parts]
+    return out
+
+
+def clinical_features(clinical: pd.DataFrame) -> pd.DataFrame:
+    """Return the C feature set: age (years) and gender (1 = M, 0 = F)."""
+    return pd.DataFrame({"age": clinical["age"].astype(float),
+                         "gender": (clinical["gender"] == "M").astype(float)},
+                        index=clinical.index)
+
+
+def feature_set(data: CohortData, name: str) -> pd.DataFrame:
+    """Return the columns of a feature set: R (DRFs), C (age, gender), I (markers), unions."""
+    parts = {"R": data.drf, "C": clinical_features(data.clinical), "I": data.markers}
+    return pd.concat([parts[p] for p in name.split("+")], axis=1)
+
+
+# ---- tasks (each returns a small picklable result) -------------------------------------------
+def rf_oob(X: pd.DataFrame, y: pd.Series, seed: int = 0, n_estimators: int = 100):
+    """Return a ClassifierResult from the out-of-bag predictions of one random forest.
+
+    Each patient's score is the mean vote of the trees whose bootstrap sample left it out, so the
+    AUC is a held-out estimate like leave-one-out's at the cost of one forest (patients never
+    left out by any tree, possible with few trees, get NaN and are dropped).
+    """
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+
+    from pipelines.stats.classify import ClassifierResult, auc_ci
+
+    Xi = SimpleImputer(strategy="median").fit_transform(X)
+    rf = RandomForestClassifier(n_estimators=max(n_estimators, 50), oob_score=True,
+                                random_state=seed, n_jobs=1, max_features="sqrt")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "some inputs do not have OOB scores"
+        rf.fit(Xi, y.to_numpy().astype(int))
+    score = pd.Series(rf.oob_decision_function_[:, 1], index=X.index)
+    ok = score.notna()
+    auc, lo, hi = auc_ci(y[ok].to_numpy(), score[ok].to_numpy())
+    imp = pd.DataFrame({"impurity": rf.feature_importances_}, index=X.columns)
+    imp = imp.sort_values("impurity", ascending=False)
+    return ClassifierResult(auc=auc, auc_low95=lo, auc_high95=hi, n=int(ok.sum()),
+                            n_pos=int(y[ok].sum()), scores=score[ok], labels=y[ok].astype(int),
+                            importances=imp, protocol="paper", ci_method="delong",
+                            params={"n_estimators": n_estimators, "oob": True})
+
+
+def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: AnalyzeSettings,
+                              set_name: str) -> dict:
+    from pipelines.stats.classify import rf_loocv, rf_split, score_group_survival
+    from pipelines.stats.survival import survival_labeller, survival_labels
+
+    if settings.protocol == "paper":
+        y = pd.Series(survival_labels(time_, event), index=X.index)
+    else:
+        y = survival_labeller(time_, event)
+    out = {}
+    common = dict(seed=settings.seed, n_estimators=settings.trees, protocol=settings.protocol,
+                  permutation_repeats=settings.permutation_repeats)
+    out["loocv"] = rf_loocv(X, y, **common)
+    out["split"] = rf_split(X, y, train_pos, test_pos, **common)
+    for ev, res in list(out.items()):
+        idx = res.scores.index
+        try:
+            sg = score_group_survival(res.scores, time_.loc[idx], event.loc[idx])
+            out[ev + "_surv"] = sg.summary()
+        except Exception as exc:  # too few patients in a predicted group: report NaN
+            log.debug("score survival %s %s: %s", set_name, ev, exc)
+            out[ev + "_surv"] = {}
+    return {"set": set_name, **out}
+
+
+def _marker_task(X, values, train_pos, test_pos, settings: AnalyzeSettings, marker, modality):
+    from pipelines.stats.association import median_split
+    from pipelines.stats.classify import median_labeller, rf_loocv, rf_split
+
+    if settings.protocol == "paper":
+        y = pd.Series(median_split(values).astype(float).to_numpy(), index=X.index)
+        if y.nunique() < 2:
+            return {"marker": marker, "modality": modality, "results": {}}
+    else:
+        y = median_labeller(values)
+    common = dict(seed=settings.seed, n_estimators=settings.marker_trees,
+                  protocol=settings.protocol, permutation_repeats=0)
+    results = {}
+    for ev in (settings.marker_cv, "split"):
+        if ev == "none":
+            continue
+        try:
+            if ev == "loocv":
+                results[ev] = rf_loocv(X, y, **common)
+            elif ev == "oob":
+                labels = y if isinstance(y, pd.Series) else pd.Series(
+                    y(np.arange(len(X))), index=X.index)
+                results[ev] = rf_oob(X, labels, seed=settings.seed,
+                                     n_estimators=settings.marker_trees)
+            else:
+                results[ev] = rf_split(X, y, train_pos, test_pos, **common)
+        except InputError as exc:  # one class only in a training/test set
+            log.debug("marker %s %s %s: %s", marker, modality, ev, exc)
+    return {"marker": marker, "modality": modality, "results": results}
+
+
+# ---- the stage --------------------------------------------------------------------------------
+def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
+                sched: SchedulerSpec | None = None, progress: bool = True,
+                force: bool = False) -> dict:
+    """Run every analysis and write the results tables; return the run id and a summary."""
+    from pipelines.stats.association import spearman_matrix, wilcoxon_groups
+    from pipelines.stats.splits import train_test_split_ids
+    from pipelines.stats.survival import impute_censored_survival, survival_table
+
+    settings = settings or AnalyzeSettings()
+    sched = sched or SchedulerSpec()
+    data = load_cohort(lake, settings.encoder)
+    n = len(data.ids)
+    n_train = settings.n_train if n >= 151 else max(5, round(n * settings.n_train / 151))
+    n_train = min(n_train, n - 5)
+    params = {**asdict(settings), "encoder": data.encoder, "n_train_used": n_train, "n": n}
+    fp = data.fingerprint()
+    if not force:
+        previous = _matching_run(lake, params, fp)
+        if previous:
+            return {"run_id": previous, "skipped": True, "n": n}
+    t0 = time.perf_counter()
+    train, test = train_test_split_ids(data.ids, n_train=n_train, seed=settings.seed)
+    pos = {pid: i for i, pid in enumerate(data.ids)}
+    train_pos = np.array([pos[p] for p in train])
+    test_pos = np.array([pos[p] for p in test])
+    time_ = data.clinical["survival_days"].astype(float)
+    event = data.clinical["event"].astype(int)
+
+    with lake.run("analyze", params, input_fingerprints={"cohort": fp}) as run:
+        rid = run.run_id
+        # 1-2. associations on the training set
+        sp = _with_modality(spearman_matrix(data.drf.loc[train], data.markers.loc[train],
+                                            alpha=settings.alpha))
+        wx = _with_modality(wilcoxon_groups(data.drf.loc[train], data.markers.loc[train],
+                                            alpha=settings.alpha))
+        for df in (sp, wx):
+            df.insert(0, "encoder", data.encoder)
+            df.insert(0, "run_id", rid)
+        lake.write_table_atomic("results_spearman", sp, name=rid)
+        lake.write_table_atomic("results_wilcoxon", wx, name=rid)
+
+        # 3. survival, per feature, on the training set
+        feats = pd.concat([data.drf, clinical_features(data.clinical)[["age"]],
+                           data.clinical[["gender"]], data.markers], axis=1).loc[train]
+        st = survival_table(feats, time_.loc[train], event.loc[train], categorical=("gender",),
+                            alpha=settings.alpha)
+        kinds = {c: "drf" for c in data.drf.columns}
+        kinds.update(age="clinical", gender="clinical")
+        kinds.update({c: "immune" for c in data.markers.columns})
+        st = _with_modality(st)
+        st.insert(0, "kind", [kinds[m + "__" + f if m else f]
+                              for m, f in zip(st["modality"], st["feature"], strict=True)])
+        st.insert(0, "run_id", rid)
+        # a Kaplan-Meier median that is never reached (or an unbounded CI) is stored as NULL
+        num = st.select_dtypes("number").columns
+        st[num] = st[num].replace([np.inf, -np.inf], np.nan)
+        lake.write_table_atomic("results_survival", st, name=rid)
+
+        # 4-6. classifiers as Dask tasks
+        tasks = [
+            dask.delayed(_survival_classifier_task, pure=False)(
+                feature_set(data, s), time_, event, train_pos, test_pos, settings, s,
+                dask_key_name=f"survival-rf-{s}")
+            for s in FEATURE_SETS
+        ]
+        mods = sorted({_split_feature(c)[0] for c in data.drf.columns})
+        for mk in data.markers.columns:
+            for mod in mods:
+                cols = [c for c in data.drf.columns if c.startswith(mod + "__")]
+                tasks.append(dask.delayed(_marker_task, pure=False)(
+                    data.drf[cols], data.markers[mk], train_pos, test_pos, settings, mk, mod,
+                    dask_key_name=f"marker-rf-{mk}-{mod}"))
+        results = run_tasks(tasks, sched, desc="analyze: random forests", progress=progress)
+        surv = [r for r in results if "set" in r]
+        mark = [r for r in results if "marker" in r]
+        imputed = pd.Series(impute_censored_survival(time_.to_numpy(), event.to_numpy()),
+                            index=time_.index)
+        cls_rows, score_rows, imp_rows = [], [], []
+        for r in surv:
+            for ev in ("loocv", "split"):
+                res = r[ev]
+                sg = r.get(ev + "_surv") or {}
+                cls_rows.append({
+                    "run_id": rid, "feature_set": r["set"], "evaluation": ev, "n": res.n,
+                    "n_features": int(feature_set(data, r["set"]).shape[1]),
+                    "auc": res.auc, "auc_low95": res.auc_low95, "auc_high95": res.auc_high95,
+                    "score_rho": sg.get("rho"), "score_rho_p": sg.get("rho_p"),
+                    "logrank_p": sg.get("p"), "hr": sg.get("hr_low_vs_high"),
+                    "hr_low95": sg.get("hr_low_vs_high_low95"),
+                    "hr_high95": sg.get("hr_low_vs_high_high95"), "protocol": res.protocol})
+                for pid, s in res.scores.items():
+                    score_rows.append({
+                        "run_id": rid, "feature_set": r["set"], "evaluation": ev,
+                        "patient_id": pid, "score": float(s), "label": int(res.labels[pid]),
+                        "survival_days": float(time_[pid]), "event": int(event[pid]),
+                        "imputed_days": float(imputed[pid])})
+                imp = res.importances.reset_index().rename(columns={"index": "feature"})
+                imp = imp.rename(columns={imp.columns[0]: "feature"})
+                for row in imp.itertuples(index=False):
+                    imp_rows.append({
+                        "run_id": rid, "feature_set": r["set"], "evaluation": ev,
+                        "feature": row.feature, "impurity": row.impurity,
+                        "permutation_mean": getattr(row, "permutation_mean", np.nan),
+                        "permutation_std": getattr(row, "permutation_std", np.nan)})
+        cls_df = pd.DataFrame(cls_rows)
+        num = cls_df.select_dtypes("number").columns
+        cls_df[num] = cls_df[num].replace([np.inf, -np.inf], np.nan)
+        lake.write_table_atomic("results_classifier", cls_df, name=rid)
+        lake.write_table_atomic("results_scores", pd.DataFrame(score_rows), name=rid)
+        lake.write_table_atomic("results_importance", pd.DataFrame(imp_rows), name=rid)
+        mk_rows = []
+        for r in mark:
+            for ev, res in r["results"].items():
+                top = res.importances.index[0] if len(res.importances) else None
+                mk_rows.append({
+                    "run_id": rid, "marker": r["marker"], "modality": r["modality"],
+                    "evaluation": ev, "n": res.n, "auc": res.auc, "auc_low95": res.auc_low95,
+                    "auc_high95": res.auc_high95,
+                    "top_feature": _split_feature(top)[1] if top else None})
+        mk_df = pd.DataFrame(mk_rows, columns=[
+            "run_id", "marker", "modality", "evaluation", "n", "auc", "auc_low95", "auc_high95",
+            "top_feature"])
+        lake.write_table_atomic("results_marker_auc", mk_df, name=rid)
+        best = max(cls_rows, key=lambda r: -1 if r["evaluation"] != "loocv" or
+                   r["auc"] is None or np.isnan(r["auc"]) else r["auc"])
+        run.message = (
+            f"n={n} (train {len(train)}), encoder {data.encoder}, protocol {settings.protocol}: "
+            f"{int(sp['significant'].sum())} Holm-significant DRF-marker correlations, "
+            f"{int(wx['significant'].sum())} Wilcoxon, {int(st['significant'].sum())} survival "
+            f"features; best LOOCV survival AUC {best['auc']:.2f} ({best['feature_set']})")
+    return {"run_id": rid, "skipped": False, "n": n, "message": run.message,
+            "seconds": time.perf_counter() - t0}
+
+
+def _matching_run(lake: Lake, params: dict, fingerprint: str) -> str | None:
+    """Return the id of an earlier successful analyze run with these parameters and inputs."""
+    import json
+
+    from pipelines.lake import canonical_json, sha256_text
+
+    runs = lake.runs()
+    if runs.empty:
+        return None
+    want = sha256_text(canonical_json(params))
+    ok = runs[(runs["stage"] == "analyze") & (runs["status"] == "ok")
+              & (runs["params_hash"] == want)]
+    for row in ok[::-1].itertuples():
+        if json.loads(row.input_fingerprints).get("cohort") == fingerprint:
+            return row.run_id
+    return None
