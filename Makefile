@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Text files (SQL, HTML, reports) are UTF-8 whatever the machine's locale is.
+export PYTHONUTF8 := 1
 STAMP := $(VENV)/.drlake-installed
 
 .PHONY: demo test test-all lint bench clean-lake

@@ -340,7 +340,7 @@ def sql(
     if file is not None:
         if not file.exists():
             raise InputError(f"{file}: file not found")
-        query = file.read_text()
+        query = file.read_text(encoding="utf-8")
     df = run_query(lake, query)
     if df is None:
         return

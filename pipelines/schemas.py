@@ -73,7 +73,7 @@ def load_schema(table: str) -> TableSchema:
     path = SCHEMA_DIR / f"{table}.json"
     if not path.exists():
         raise SchemaError(f"no schema for table {table!r} (expected {path})")
-    spec = json.loads(path.read_text())
+    spec = json.loads(path.read_text(encoding="utf-8"))
     cols = []
     for c in spec["columns"]:
         if c["type"] not in _ARROW_TYPES:

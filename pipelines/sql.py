@@ -56,7 +56,7 @@ def view_files() -> list[Path]:
     files = {p.stem: p for p in sorted(SQL_DIR.glob("*.sql"))}
     deps = {}
     for name, p in files.items():
-        first = (p.read_text().splitlines() or [""])[0]
+        first = (p.read_text(encoding="utf-8").splitlines() or [""])[0]
         m = re.match(r"--\s*depends:\s*(.*)", first)
         deps[name] = [d.strip() for d in m.group(1).split(",") if d.strip()] if m else []
     order: list[str] = []
@@ -139,7 +139,7 @@ def connect(lake: Lake | str, database: str = ":memory:") -> duckdb.DuckDBPyConn
     if not lake.is_local:
         con.register_filesystem(lake.fs)
     for path in view_files():
-        con.execute(render(path.read_text(), lake, con))
+        con.execute(render(path.read_text(encoding="utf-8"), lake, con))
     return con
 
 

@@ -259,7 +259,7 @@ def test_no_significant_survival_feature_is_said(tmp_path):
     lake_runs = lake.runs()
     assert (lake_runs["stage"] == "analyze").sum() == 1
     out = build_report(lake, run_id=rid, out_dir=tmp_path / "out")
-    html = out.read_text()
+    html = out.read_text(encoding="utf-8")
     assert out == tmp_path / "out" / "index.html"
     assert "No feature is significantly associated with survival" in html
     assert "10 smallest p-values" in html
@@ -328,15 +328,15 @@ def test_spatial_section_when_views_have_rows(tmp_path, monkeypatch):
 
     def connect_with_spatial(lk):
         con = real_connect(lk)
-        con.execute("CREATE VIEW results_spatial AS SELECT 'spatial-1' AS run_id, 'CD3D' AS gene,"
-                    " 0.71 AS auc, 48 AS n_biopsies")
-        con.execute("CREATE VIEW results_spatial_maps AS SELECT 'spatial-1' AS run_id, "
+        con.execute("CREATE OR REPLACE VIEW results_spatial AS SELECT 'spatial-1' AS run_id, "
+                    "'CD3D' AS gene, 0.71 AS auc, 48 AS n_biopsies")
+        con.execute("CREATE OR REPLACE VIEW results_spatial_maps AS SELECT 'spatial-1' AS run_id, "
                     "'P001' AS patient_id, 'spatial/P001.png' AS png_path UNION ALL SELECT "
                     "'spatial-1', 'P002', 'spatial/missing.png'")
         return con
 
     monkeypatch.setattr(sql, "connect", connect_with_spatial)
-    html = build_report(lake, out_dir=tmp_path / "out").read_text()
+    html = build_report(lake, out_dir=tmp_path / "out").read_text(encoding="utf-8")
     assert f"<h2>{SECTIONS['spatial']}</h2>" in html
     assert "CD3D" in html and "n_biopsies" in html
     assert "SELECT * FROM results_spatial WHERE run_id = &#x27;spatial-1&#x27;" in html
@@ -352,12 +352,12 @@ def test_failed_run_is_reported_with_what_it_wrote(tmp_path):
                           MARKERS[:2])
         lake.write_table_atomic("results_spearman", sp, name=failed)
         raise RuntimeError("boom")
-    html = build_report(lake, run_id=failed, out_dir=tmp_path / "out").read_text()
+    html = build_report(lake, run_id=failed, out_dir=tmp_path / "out").read_text(encoding="utf-8")
     assert "status is &#x27;failed&#x27; (RuntimeError: boom)" in html
     assert '<figure id="fig2">' in html
     assert f"No rows in results_classifier for run {failed}" in html
     # the default is still the latest successful run
-    html = build_report(lake, out_dir=tmp_path / "ok").read_text()
+    html = build_report(lake, out_dir=tmp_path / "ok").read_text(encoding="utf-8")
     assert f"<h1>drlake report: {ok_rid}</h1>" in html and "status is" not in html
 
 

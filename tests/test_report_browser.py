@@ -114,7 +114,8 @@ def test_page_loads_and_every_figure_decodes(chromium, page, tmp_path):
     url = probe.resolve().as_uri()
     res = subprocess.run(chromium_cmd(chromium, tmp_path / "profile",
                                       "--virtual-time-budget=20000", "--dump-dom", url),
-                         capture_output=True, text=True, timeout=180)
+                         capture_output=True, text=True, encoding="utf-8",
+                         errors="replace", timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
     dom = _Images()
     dom.feed(res.stdout)
@@ -138,7 +139,8 @@ def test_screenshot_renders(chromium, page, tmp_path):
     res = subprocess.run(chromium_cmd(chromium, tmp_path / "profile", "--hide-scrollbars",
                                       f"--screenshot={shot}", "--window-size=1400,4000",
                                       page.resolve().as_uri()),
-                         capture_output=True, text=True, timeout=180)
+                         capture_output=True, text=True, encoding="utf-8",
+                         errors="replace", timeout=180)
     assert res.returncode == 0, res.stderr[-2000:]
     assert console_errors(res.stderr, page.name) == []
     with Image.open(shot) as im:
