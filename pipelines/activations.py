@@ -16,7 +16,7 @@ import logging
 import numpy as np
 
 from pipelines.encoder import Encoder
-from pipelines.lake import Lake, canonical_json, sha256_text, write_array
+from pipelines.lake import Lake, canonical_json, decode_array, sha256_text, write_array
 
 log = logging.getLogger("drlake.activations")
 
@@ -77,7 +77,7 @@ def patient_activations(
         old = dict(lake.open_group(rel).attrs)
         if old.get("fingerprint") == fp:
             return {"patient_id": patient_id, "skipped": True}
-    vol = lake.read_volume(patient_id, mods)
+    vol = lake.open_group(f"volumes/{patient_id}.zarr")
     spacing = float(attrs["spacing_zyx"][0])
     strides = encoder.strides()
     margin = encoder.margin()
@@ -86,10 +86,14 @@ def patient_activations(
     try:
         per_mod = {}
         for mod in mods:
-            mask = vol.masks[mod].astype(bool)
+            # only the mask is read whole; the image is read for the crop only (Zarr slicing),
+            # so memory and I/O are bounded by the ROI's box, not the volume
+            mask = vol["masks"][mod][...].astype(bool)
             box = roi_crop_box(mask, margin, strides[-1])
             sl = tuple(slice(a, b) for a, b in box)
-            crop_img, crop_mask = vol.images[mod][sl], mask[sl]
+            crop_img = decode_array(vol["images"][mod], sl)
+            crop_mask = mask[sl]
+            del mask
             layers = encoder.activations(crop_img, threads=threads)
             g = group.require_group(mod)
             for k, (act, stride) in enumerate(zip(layers, strides, strict=True), start=1):

@@ -444,9 +444,10 @@ def encode_unit_interval(arr: np.ndarray) -> np.ndarray:
     return np.rint(a * 65535.0).astype(np.uint16)
 
 
-def decode_array(zarr_array) -> np.ndarray:
-    """Return a stored array, applying its scale_factor attribute (float32) when it has one."""
-    data = zarr_array[...]
+def decode_array(zarr_array, selection=Ellipsis) -> np.ndarray:
+    """Return a stored array (or a selection of it), applying its scale_factor attribute
+    (float32) when it has one."""
+    data = zarr_array[selection]
     scale = zarr_array.attrs.get("scale_factor")
     if scale is None:
         return data
