@@ -449,6 +449,17 @@ def runs(lake: LakeOpt = "lake"):
     typer.echo(df[cols].to_string(index=False))
 
 
+def _mount_subcommands() -> None:
+    from pipelines.spatial.cli import app as spatial_app
+
+    app.add_typer(spatial_app, name="spatial",
+                  help="Spatially resolved radiomics of biopsies (seed 004): patches, train, "
+                  "evaluate, map.")
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     """Entry point of the `drlake` console script."""
     try:

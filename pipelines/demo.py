@@ -31,6 +31,16 @@ def _cohort_matches(workdir: Path, patients: int, seed: int, biopsy_patients: in
             bio.get("n_patients", 0)) == (seed, patients, "small", 1.0, biopsy_patients)
 
 
+def _spatial_line(ev: dict) -> str:
+    """Return a one-line summary of a spatial evaluation's AUCs."""
+    df = ev.get("results")
+    if df is None or len(df) == 0:
+        return "no result"
+    df = df[df["split"] == "grouped"]
+    return ", ".join(f"{r.model} AUC {r.auc:.2f} [{r.auc_low95:.2f}, {r.auc_high95:.2f}]"
+                     for r in df.itertuples())
+
+
 def run_demo(
     workdir: Path,
     lake_url: str,
@@ -48,7 +58,7 @@ def run_demo(
 
     t0 = time.perf_counter()
     workdir = Path(workdir)
-    echo(f"[1/6] synthetic cohort: {patients} patients (+{biopsy_patients} biopsy) -> {workdir}")
+    echo(f"[1/7] synthetic cohort: {patients} patients (+{biopsy_patients} biopsy) -> {workdir}")
     if _cohort_matches(workdir, patients, seed, biopsy_patients):
         echo("      reusing the cohort files already there (same size, seed and counts)")
     else:
@@ -56,7 +66,7 @@ def run_demo(
             workdir, n_patients=patients, seed=seed, size="small", biopsy_patients=biopsy_patients
         )
     lake = Lake(lake_url)
-    echo(f"[2/6] ingest -> {lake.url}")
+    echo(f"[2/7] ingest -> {lake.url}")
     main = ingest(
         workdir / "manifest.csv",
         lake,
@@ -76,10 +86,10 @@ def run_demo(
         )
         echo(f"      biopsy cohort: {bio}")
         out["ingest_biopsy"] = str(bio)
-    echo("[3/6] activations: seeded 3D CNN, 2 blocks x 10 maps, on every sequence's ROI crop")
+    echo("[3/7] activations: seeded 3D CNN, 2 blocks x 10 maps, on every sequence's ROI crop")
     act = run_activations(lake, EncoderSpec(), SchedulerSpec(), cohort="main")
     echo(f"      encoder {act['encoder']}: {act['computed']} computed, {act['skipped']} unchanged")
-    echo("[4/6] quantify: first-order, GLCM, GLSZM, NGTDM per map (32 levels) + shape")
+    echo("[4/7] quantify: first-order, GLCM, GLSZM, NGTDM per map (32 levels) + shape")
     q = run_quantify(lake, act["encoder"], QuantifySettings(), SchedulerSpec(), cohort="main")
     echo(f"      {q['written']} fragment(s) written, {q['skipped']} unchanged")
     con = connect(lake)
@@ -92,14 +102,29 @@ def run_demo(
          f"(45 per sequence); first rows:")
     echo(drf.iloc[:3, :6].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     out.update(encoder=act["encoder"], drf_shape=(len(drf), drf.shape[1] - 2))
-    echo("[5/6] analyze: correlations, Wilcoxon, log-rank, random forests (demo-sized forests)")
+    echo("[5/7] analyze: correlations, Wilcoxon, log-rank, random forests (demo-sized forests)")
     from pipelines.analyze import AnalyzeSettings, run_analyze
 
     an = run_analyze(lake, AnalyzeSettings(encoder=act["encoder"], trees=100, marker_trees=50,
                                            marker_cv="oob", permutation_repeats=1),
                      SchedulerSpec("processes"))
     echo(f"      {an.get('message') or 'unchanged: ' + an['run_id']}")
-    echo("[6/6] report")
+    if biopsy_patients > 0:
+        echo("[6/7] spatial (seed 004): biopsy patches, patient-grouped CNN, probability maps")
+        from pipelines.spatial.stage import (
+            spatial_evaluate,
+            spatial_map,
+            spatial_patches,
+            spatial_train,
+        )
+
+        spatial_patches(lake)
+        model = spatial_train(lake)
+        ev = spatial_evaluate(lake, evaluation="kfold", rf_trees=100)
+        maps = spatial_map(lake, model["model"], truth_dir=workdir / "biopsy" / "truth")
+        echo(f"      model {model['model']}; grouped k-fold: {_spatial_line(ev)}; "
+             f"{len(maps)} map(s) drawn")
+    echo("[7/7] report")
     from pipelines.report import build_report
 
     page = build_report(lake, run_id=an["run_id"])

@@ -69,10 +69,11 @@ class Split:
     test: np.ndarray
     fold: int = 0
 
-    def check_disjoint(self) -> None:
-        """Raise InputError if two parts share a row or a part is empty."""
+    def check_disjoint(self, require_test: bool = True) -> None:
+        """Raise InputError if two parts share a row, or train (or, if required, test) is
+        empty."""
         parts = (self.train, self.dev, self.test)
-        if any(len(p) == 0 for p in (self.train, self.test)):
+        if len(self.train) == 0 or (require_test and len(self.test) == 0):
             raise InputError("a split has an empty train or test set (too few patients?)")
         if len(np.unique(np.concatenate(parts))) != sum(len(p) for p in parts):
             raise InputError("split parts overlap")
@@ -113,7 +114,7 @@ def grouped_split(groups, fractions=(0.6, 0.2, 0.2), seed: int = 0) -> Split:
     n_tr, n_dev, _ = _part_sizes(len(pats), fractions)
     tr, dv, te = pats[perm[:n_tr]], pats[perm[n_tr:n_tr + n_dev]], pats[perm[n_tr + n_dev:]]
     s = Split(_positions(g, tr), _positions(g, dv), _positions(g, te))
-    s.check_disjoint()
+    s.check_disjoint(require_test=fractions[2] > 0)
     return s
 
 

@@ -153,7 +153,7 @@ def overlay_png(background: np.ndarray, prob_map: np.ndarray, slices: Sequence[i
         raise InputError("no slice to draw")
     if len(zs) > max_panels:
         zs = [zs[i] for i in np.linspace(0, len(zs) - 1, max_panels).round().astype(int)]
-    fig = Figure(figsize=(3.2 * len(zs) + 0.8, 3.6), dpi=dpi)
+    fig = Figure(figsize=(3.0 * len(zs) + 1.2, 3.4), dpi=dpi, layout="constrained")
     axes = fig.subplots(1, len(zs), squeeze=False)[0]
     im = None
     sites = None if sites_zyx is None else np.asarray(sites_zyx, dtype=float).reshape(-1, 3)
@@ -171,7 +171,8 @@ def overlay_png(background: np.ndarray, prob_map: np.ndarray, slices: Sequence[i
                                     textcoords="offset points", color="cyan", fontsize=7)
         ax.set_title(f"z = {z}", fontsize=9)
         ax.set_axis_off()
-    fig.colorbar(im, ax=list(axes), fraction=0.03, pad=0.02, label=label)
+    bar = fig.colorbar(im, ax=list(axes), shrink=0.9, label=label)
+    bar.solids.set_alpha(1.0)
     if title:
         fig.suptitle(title, fontsize=10)
     buf = io.BytesIO()

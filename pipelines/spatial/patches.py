@@ -135,6 +135,7 @@ def check_sites(centres_zyx, shape_zyx, ids: Sequence[str], radius: int = 8, adj
     c = np.asarray(centres_zyx, dtype=np.int64).reshape(-1, 3)
     shape = np.asarray(shape_zyx, dtype=np.int64)
     reach = np.array([adjacent, radius, radius])
+    dims = tuple(int(v) for v in shape)
     thresh = None
     if reference is not None:
         thresh = brain_fraction * float(np.percentile(reference, 99))
@@ -145,13 +146,13 @@ def check_sites(centres_zyx, shape_zyx, ids: Sequence[str], radius: int = 8, adj
             where += f" at ({x:.1f}, {y:.1f}, {z:.1f}) mm"
         where += f", voxel (z, y, x) = ({v[0]}, {v[1]}, {v[2]})"
         if np.any(v < 0) or np.any(v >= shape):
-            raise InputError(f"{where} is outside the volume of shape {tuple(shape)}; check the "
+            raise InputError(f"{where} is outside the volume of shape {dims}; check the "
                              "biopsy coordinates are LPS mm in this patient's image space")
         if np.any(v - reach < 0) or np.any(v + reach >= shape):
             raise InputError(
                 f"{where}: the {2 * radius + 1} x {2 * radius + 1} patch"
                 + (f" with {adjacent} adjacent slice(s)" if adjacent else "")
-                + f" extends outside the volume of shape {tuple(shape)}; the site is too close "
+                + f" extends outside the volume of shape {dims}; the site is too close "
                 "to the edge (use a smaller radius or drop the biopsy)")
         if thresh is not None and reference[tuple(v)] <= thresh:
             raise InputError(

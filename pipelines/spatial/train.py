@@ -209,7 +209,7 @@ def train_model(X_train, y_train, X_dev=None, y_dev=None,
     return result
 
 
-def predict_proba(model: nn.Module, X, tta: bool = True, batch_size: int = 2048) -> np.ndarray:
+def predict_proba(model: nn.Module, X, tta: bool = True, batch_size: int = 256) -> np.ndarray:
     """Return P(label = 1) (n,) float64 for patches X (n, C, H, W).
 
     With ``tta`` the probability is the mean over the 8 rotations/flips of each patch (the
