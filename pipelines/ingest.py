@@ -54,6 +54,9 @@ from pipelines.schemas import validate
 log = logging.getLogger("drlake.ingest")
 
 MANIFEST_COLUMNS = ("patient_id", "modality", "image", "mask")
+# Version of the stored volume layout; part of every fingerprint so that a layout change
+# (2: images as uint16 steps of 1/65535) re-ingests instead of silently keeping old volumes.
+VOLUME_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ class PatientInputs:
                 if p not in cache:
                     cache[p] = file_sha256(p)
             digests[mod] = [cache[img], cache[msk]]
-        return sha256_text(canonical_json({"files": digests, "settings": settings.as_dict()}))
+        return sha256_text(canonical_json({"files": digests, "settings": settings.as_dict(),
+                                           "volume_format": VOLUME_FORMAT}))
 
 
 @dataclass
