@@ -24,6 +24,27 @@ def find_reference() -> Path:
 
 
 REFERENCE = find_reference()
+IBSI_CSV = REFERENCE / "ibsi" / "ibsi1_digital_phantom_reference_3D_subset.csv"
+
+
+def ibsi_reference(keep) -> list:
+    """Return pytest params, one per row of the IBSI 3D phantom reference whose tag passes
+    keep(tag); a single skipped param where the reference data is absent."""
+    import csv
+
+    if not IBSI_CSV.exists():
+        return [pytest.param(None, marks=pytest.mark.skip(reason="no reference data"))]
+    with IBSI_CSV.open(newline="", encoding="utf-8") as f:
+        return [pytest.param(r, id=r["tag"]) for r in csv.DictReader(f) if keep(r["tag"])]
+
+
+def agrees_with_reference(value: float, row: dict) -> bool:
+    """Return True if value matches the reference row to its tolerance, else to the 3
+    significant figures the reference gives."""
+    ref = float(row["value"])
+    if row["tolerance"]:
+        return abs(value - ref) <= float(row["tolerance"])
+    return float(f"{value:.3g}") == float(f"{ref:.3g}")
 
 
 @pytest.fixture(scope="session")

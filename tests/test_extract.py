@@ -3,7 +3,6 @@ quantify_case (reading NIfTI / NRRD / MHA / DICOM series)."""
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REFERENCE, write_image
+from conftest import ibsi_reference, write_image
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -27,18 +26,12 @@ from pipelines.features.glszm import GLSZM_FEATURES
 from pipelines.features.ngtdm import NGTDM_FEATURES
 
 TEXTURE = ("firstorder", "glcm", "glszm", "ngtdm")
-REF_CSV = (REFERENCE / "ibsi"
-           / "ibsi1_digital_phantom_reference_3D_subset.csv")
 SUFFIXES = {"3D, averaged": ("_3D_avg", "averaged"), "3D, merged": ("_3D_comb", "merged"),
             "3D": ("_3D", "averaged"), "": ("", "averaged")}
 
 
 def _reference() -> list:
-    if not REF_CSV.exists():
-        return [pytest.param(None, marks=pytest.mark.skip(reason="no reference data"))]
-    with REF_CSV.open(newline="", encoding="utf-8") as f:
-        return [pytest.param(r, id=f"{r['tag']}") for r in csv.DictReader(f)
-                if not r["tag"].startswith("morph_")]
+    return ibsi_reference(lambda t: not t.startswith("morph_"))
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import math
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REFERENCE
+from conftest import agrees_with_reference, ibsi_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -21,24 +20,12 @@ from pipelines.features.firstorder import (
     intensity_statistics,
 )
 
-REF_CSV = (REFERENCE / "ibsi"
-           / "ibsi1_digital_phantom_reference_3D_subset.csv")
-
 
 def _reference(prefixes: tuple[str, ...]) -> list:
-    if not REF_CSV.exists():
-        return [pytest.param(None, marks=pytest.mark.skip(reason="no reference data"))]
-    with REF_CSV.open(newline="", encoding="utf-8") as f:
-        return [pytest.param(r, id=r["tag"]) for r in csv.DictReader(f)
-                if r["tag"].startswith(prefixes)]
+    return ibsi_reference(lambda t: t.startswith(prefixes))
 
 
-def _agrees(value: float, row: dict) -> bool:
-    """The value matches the reference to its tolerance, else to the 3 significant figures given."""
-    ref = float(row["value"])
-    if row["tolerance"]:
-        return abs(value - ref) <= float(row["tolerance"])
-    return float(f"{value:.3g}") == float(f"{ref:.3g}")
+_agrees = agrees_with_reference
 
 
 @pytest.fixture(scope="module")

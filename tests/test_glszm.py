@@ -4,7 +4,6 @@ and the IBSI definitions written out."""
 from __future__ import annotations
 
 import collections
-import csv
 import math
 import re
 
@@ -12,7 +11,7 @@ import cc3d
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import REFERENCE
+from conftest import agrees_with_reference, ibsi_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,23 +24,12 @@ from pipelines.features.glszm import (
     zones_from_padded,
 )
 
-REF_CSV = (REFERENCE / "ibsi"
-           / "ibsi1_digital_phantom_reference_3D_subset.csv")
-
 
 def _reference() -> list:
-    if not REF_CSV.exists():
-        return [pytest.param(None, marks=pytest.mark.skip(reason="no reference data"))]
-    with REF_CSV.open(newline="", encoding="utf-8") as f:
-        return [pytest.param(r, id=r["tag"]) for r in csv.DictReader(f)
-                if r["tag"].startswith("szm_")]
+    return ibsi_reference(lambda t: t.startswith("szm_"))
 
 
-def _agrees(value: float, row: dict) -> bool:
-    ref = float(row["value"])
-    if row["tolerance"]:
-        return abs(value - ref) <= float(row["tolerance"])
-    return float(f"{value:.3g}") == float(f"{ref:.3g}")
+_agrees = agrees_with_reference
 
 
 @pytest.fixture(scope="module")
