@@ -55,6 +55,15 @@ def shared_reference() -> Path:
     return REFERENCE
 
 
+@pytest.fixture(scope="session")
+def phantom_levels(shared_reference):
+    """Return the IBSI digital phantom as (int32 grey levels (z, y, x), boolean ROI mask)."""
+    base = shared_reference / "ibsi" / "digital_phantom" / "nifti"
+    img = sitk.GetArrayFromImage(sitk.ReadImage(str(base / "image" / "phantom.nii.gz")))
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(base / "mask" / "mask.nii.gz"))) > 0
+    return img.astype(np.int32), mask
+
+
 def write_image(path: Path, arr: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
                 direction=None) -> Path:
     """Write a (z, y, x) array as an image file with ITK (x, y, z) spacing and origin."""
