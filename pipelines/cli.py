@@ -94,11 +94,19 @@ def ingest(
         typer.Option(help="robust normalisation: percentiles LO,HI of brain voxels, e.g. 0.5,99.5"),
     ] = None,
     cohort: Annotated[str, typer.Option(help="cohort name recorded with the patients")] = "main",
+    max_voxels: Annotated[
+        int, typer.Option(help="refuse an image or resampled grid with more voxels than this")
+    ] = 2**30,
+    memory_limit: Annotated[
+        float | None,
+        typer.Option(help="memory (GiB) ingest may use per patient (default: detected)"),
+    ] = None,
 ):
     """Ingest image files and tables into the lake (resample, normalise, validate)."""
     from pipelines.ingest import IngestSettings
     from pipelines.ingest import ingest as run_ingest
     from pipelines.lake import Lake
+    from pipelines.limits import GIB, IngestLimits
 
     clip_p = None
     if clip:
@@ -109,9 +117,11 @@ def ingest(
         clip_p = (lo, hi)
     settings = IngestSettings(spacing_mm=spacing, label=label, clip_percentiles=clip_p,
                               cohort=cohort)
+    limits = IngestLimits(max_voxels=max_voxels,
+                          memory_bytes=None if memory_limit is None else int(memory_limit * GIB))
     summary = run_ingest(
         manifest, Lake(lake), clinical=clinical, immune=immune, expression=expression,
-        biopsies=biopsies, settings=settings,
+        biopsies=biopsies, settings=settings, limits=limits,
     )
     typer.echo(str(summary))
 
@@ -460,10 +470,25 @@ def _mount_subcommands() -> None:
 _mount_subcommands()
 
 
+def _sql_args(argv: list[str]) -> list[str]:
+    """Return argv with a `drlake sql` query that starts with a `--` comment moved behind `--`.
+
+    An argument of `sql` that starts with "-" and holds whitespace is a query, not an option.
+    """
+    if "sql" not in argv or "--" in argv:
+        return argv
+    i = argv.index("sql")
+    queries = [a for a in argv[i + 1:] if a.startswith("-") and any(c.isspace() for c in a)]
+    if len(queries) != 1:
+        return argv
+    rest = [a for a in argv[i + 1:] if a is not queries[0]]
+    return [*argv[:i + 1], *rest, "--", queries[0]]
+
+
 def main() -> None:
     """Entry point of the `drlake` console script."""
     try:
-        app()
+        app(args=_sql_args(sys.argv[1:]))
     except DrlakeError as exc:
         typer.echo(f"drlake: error: {exc}", err=True)
         sys.exit(2)

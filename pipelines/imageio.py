@@ -58,26 +58,36 @@ def read_image(path: str | Path) -> sitk.Image:
 
 
 def read_image_information(path: str | Path) -> dict:
-    """Return the geometry of an image file without reading its voxels (size, spacing, ...)."""
+    """Return the geometry of an image file without reading its voxels (size, spacing, ...,
+    bytes_per_voxel). A DICOM folder: the first slice's header, the number of slices and the
+    slice step; raises InputError for uneven slices (see `check_slice_spacing`)."""
     p = Path(path)
-    if p.is_dir():
-        img = read_image(p)
-        return geometry_of(img)
     if not p.exists():
         raise InputError(f"{p}: file not found")
+    files = dicom_series_files(p) if p.is_dir() else None
+    step = check_slice_spacing(p, files) if files else None
+    if image_format(p) == "nifti":
+        check_nifti_spacing(p)
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(p))
+    reader.SetFileName(files[0] if files else str(p))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())
         raise InputError(f"{p}: cannot read image ({_short_itk_message(detail)})") from None
+    size, spacing = list(reader.GetSize()), list(reader.GetSpacing())
+    if files:
+        size[2] = len(files)
+        spacing[2] = step or spacing[2]
+    one_voxel = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(),
+                           reader.GetNumberOfComponents())
     return {
-        "size": tuple(int(s) for s in reader.GetSize()),
-        "spacing": tuple(float(s) for s in reader.GetSpacing()),
+        "size": tuple(int(s) for s in size),
+        "spacing": tuple(float(s) for s in spacing),
         "origin": tuple(float(s) for s in reader.GetOrigin()),
         "direction": tuple(float(s) for s in reader.GetDirection()),
         "dimension": int(reader.GetDimension()),
+        "bytes_per_voxel": int(sitk.GetArrayViewFromImage(one_voxel).nbytes),
     }
 
 
@@ -101,6 +111,7 @@ def _read_nifti(path: Path) -> sitk.Image:
     """
     import nibabel as nib
 
+    check_nifti_spacing(path)
     info = sitk.ImageFileReader()
     info.SetFileName(str(path))
     info.ReadImageInformation()
@@ -121,7 +132,44 @@ def _read_nifti(path: Path) -> sitk.Image:
     return img
 
 
-def _read_dicom_series(folder: Path) -> sitk.Image:
+def check_nifti_spacing(path: str | Path) -> None:
+    """Raise InputError naming the file and axis if a NIfTI header gives a voxel size of 0.
+
+    ITK and nibabel both replace a 0 in pixdim[1..3] by 1 mm without a word; every resampled
+    volume and shape feature would then be wrong, so ingest refuses the file instead. The raw
+    header is read (nibabel's checks off), since nibabel's own checks "fix" the value.
+    """
+    import nibabel as nib
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as f:
+            raw = f.read(540)
+        sizeof_hdr = {int.from_bytes(raw[:4], "big"), int.from_bytes(raw[:4], "little")}
+        klass = nib.Nifti2Header if 540 in sizeof_hdr else nib.Nifti1Header
+        hdr = klass(binaryblock=raw[: klass.template_dtype.itemsize], check=False)
+        pixdim = np.asarray(hdr["pixdim"], dtype=float)[1:4]
+        sform = hdr.get_sform(coded=True)[0]
+    except Exception:  # unreadable header: the reader itself reports it
+        return
+    for axis, name in enumerate("xyz"):
+        if pixdim[axis] == 0 or not np.isfinite(pixdim[axis]):
+            hint = ""
+            if sform is not None and np.linalg.norm(sform[:3, axis]) > 0:
+                hint = f"; the sform gives {np.linalg.norm(sform[:3, axis]):g} mm"
+            raise InputError(
+                f"{path}: voxel spacing along {name} is {pixdim[axis]:g} in the header "
+                f"(NIfTI pixdim[{axis + 1}]; readers would silently use 1 mm{hint}): write the "
+                "true voxel size (mm) into the header, e.g. with nibabel's header.set_zooms, "
+                "then ingest again"
+            )
+
+
+def dicom_series_files(folder: str | Path) -> list[str]:
+    """Return the files of the one DICOM series in `folder`, in slice order (GDCM's list).
+
+    Other files in the folder (README, .DS_Store, a second series' files) are not in it.
+    """
     ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not ids:
         raise InputError(f"{folder}: no DICOM series found in the folder")
@@ -129,7 +177,63 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
         raise InputError(
             f"{folder}: {len(ids)} DICOM series in one folder; put each series in its own folder"
         )
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0])
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0]))
+
+
+def dicom_slice_positions(files: list[str]) -> np.ndarray | None:
+    """Return each file's position (mm) along the slice normal, from ImagePositionPatient and
+    ImageOrientationPatient (None if a file lacks them)."""
+    import pydicom
+
+    tags = ["ImagePositionPatient", "ImageOrientationPatient"]
+    ipp, iop = [], None
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=tags)
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+            return None
+        ipp.append([float(v) for v in ds.ImagePositionPatient])
+        iop = iop or [float(v) for v in ds.ImageOrientationPatient]
+    normal = np.cross(iop[:3], iop[3:])
+    return np.asarray(ipp) @ normal
+
+
+def check_slice_spacing(folder: str | Path, files: list[str], rtol: float = 0.01) -> float | None:
+    """Return the slice step (mm) of a DICOM series, or raise InputError naming the gaps.
+
+    A missing (or duplicated) slice makes ITK stack the others as if evenly spaced, with only a
+    warning: every slice after the gap lands in the wrong place. Steps must agree within `rtol`.
+    """
+    pos = dicom_slice_positions(files)
+    if pos is None or len(pos) < 2:
+        return None
+    order = np.argsort(pos, kind="stable")
+    p = pos[order]
+    steps = np.diff(p)
+    step = float(np.median(steps))
+    if step <= 1e-6:
+        raise InputError(
+            f"{folder}: {len(p)} DICOM slices share {len(np.unique(p.round(3)))} position(s): "
+            "the folder holds several volumes (echoes, time points) in one series; put one "
+            "volume per folder"
+        )
+    bad = np.flatnonzero(np.abs(steps - step) > rtol * step)
+    if bad.size:
+        names = [Path(files[i]).name for i in order]
+        gaps = "; ".join(
+            f"{p[i]:.2f} -> {p[i + 1]:.2f} mm ({names[i]} -> {names[i + 1]})" for i in bad[:3]
+        )
+        more = f" and {bad.size - 3} more" if bad.size > 3 else ""
+        raise InputError(
+            f"{folder}: DICOM slices are not evenly spaced: the step is {step:.4g} mm but slice "
+            f"positions jump {gaps}{more}; a slice is missing or duplicated: complete the "
+            "series (or remove the extra files) and ingest again"
+        )
+    return step
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    files = dicom_series_files(folder)
+    check_slice_spacing(folder, files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOff()  # no header dictionary in memory: nothing to leak
@@ -146,9 +250,7 @@ def dicom_allowed_header(folder: str | Path) -> dict:
     import pydicom
 
     folder = Path(folder)
-    files = sorted(f for f in folder.iterdir() if f.is_file())
-    if not files:
-        raise InputError(f"{folder}: empty DICOM folder")
+    files = dicom_series_files(folder)  # the series' own files, not a README or .DS_Store
     ds = pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=list(DICOM_ALLOWED_TAGS))
     out = {}
     for tag in DICOM_ALLOWED_TAGS:

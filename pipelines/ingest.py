@@ -11,6 +11,7 @@ skipped, and unchanged tables are not rewritten.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import logging
 import re
@@ -29,6 +30,7 @@ from pipelines.imageio import (
     dicom_allowed_header,
     image_format,
     read_image,
+    read_image_information,
     spatial_metadata,
     to_array,
 )
@@ -41,13 +43,21 @@ from pipelines.lake import (
     sha256_text,
     validate_patient_id,
 )
+from pipelines.limits import (
+    IngestLimits,
+    check_memory,
+    check_voxels,
+    describe_size,
+    ingest_peak_bytes,
+)
 from pipelines.preprocess import (
     binary_mask,
-    check_finite,
     isotropic_grid,
+    isotropic_grid_size,
     normalise_unit_range,
     resample_onto,
     same_physical_space,
+    unit_range_image,
 )
 from pipelines.schemas import validate
 
@@ -55,8 +65,9 @@ log = logging.getLogger("drlake.ingest")
 
 MANIFEST_COLUMNS = ("patient_id", "modality", "image", "mask")
 # Version of the stored volume layout; part of every fingerprint so that a layout change
-# (2: images as uint16 steps of 1/65535) re-ingests instead of silently keeping old volumes.
-VOLUME_FORMAT = 2
+# (2: images as uint16 steps of 1/65535; 3: normalised in float64 from the source dtype, which
+# can differ from 2 by one uint16 step) re-ingests instead of silently keeping old volumes.
+VOLUME_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -132,8 +143,27 @@ def read_csv_table(path: str | Path, sep: str = ",") -> pd.DataFrame:
         df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{p}: cannot parse table ({exc})") from None
+    _check_unique_header(p, sep)
     df.columns = [str(c).strip() for c in df.columns]
     return df
+
+
+def _check_unique_header(path: Path, sep: str) -> None:
+    """Raise InputError naming the file and column if the header row repeats a column name.
+
+    pandas renames a repeated 'age' to 'age.1' (and a marker 'T Cells CD8' to 'T Cells CD8.1'),
+    so duplicates are found in the header row itself.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        header = [c.strip() for c in next(csv.reader(f, delimiter=sep), [])]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if name and name in seen:
+            raise InputError(
+                f"{path}: column {name!r} appears twice in the header (columns {seen[name]} and "
+                f"{i}); remove or rename one of them"
+            )
+        seen[name] = i
 
 
 def read_manifest(path: str | Path, settings: IngestSettings) -> list[PatientInputs]:
@@ -152,7 +182,9 @@ def read_manifest(path: str | Path, settings: IngestSettings) -> list[PatientInp
     for i, row in enumerate(df.itertuples(index=False), start=2):
         where = f"{path}, line {i}"
         pid = validate_patient_id(row.patient_id, where)
-        mod = str(row.modality).strip()
+        mod = "" if pd.isna(row.modality) else str(row.modality).strip()
+        if not mod:
+            raise InputError(f"{where}: empty modality: name the sequence (e.g. T1) of every row")
         if not re.fullmatch(r"[A-Za-z0-9_-]+", mod):
             raise InputError(f"{where}: invalid modality name {mod!r}")
         p = patients.setdefault(pid, PatientInputs(pid))
@@ -180,6 +212,37 @@ def read_manifest(path: str | Path, settings: IngestSettings) -> list[PatientInp
             )
         p.files = {m: p.files[m] for m in expected}
     return list(patients.values())
+
+
+def check_lake_sequences(patients: list[PatientInputs], existing: pd.DataFrame, cohort: str,
+                         manifest: str | Path) -> None:
+    """Raise InputError naming the patient unless its sequences are those of the lake's other
+    patients in the cohort; order each patient's sequences as the lake does.
+
+    A lake of T1/T1CE/T2/FLAIR patients that takes a patient with only T1 would give tables and
+    analyses with holes that nobody asked for.
+    """
+    ids = {p.patient_id for p in patients}
+    others = existing[(existing["cohort"] == cohort) & ~existing["patient_id"].isin(ids)]
+    if not len(others):
+        return
+    lake_mods = _union_in_order(str(m).split(",") for m in others["modalities"])
+    for p in patients:
+        missing = [m for m in lake_mods if m not in p.files]
+        extra = [m for m in p.files if m not in lake_mods]
+        if missing or extra:
+            problems = []
+            if missing:
+                problems.append(f"has no {', '.join(missing)} image")
+            if extra:
+                problems.append(f"has {', '.join(extra)}, which they do not")
+            raise InputError(
+                f"{manifest}: patient {p.patient_id} {' and '.join(problems)}, but the lake's "
+                f"{len(others)} other patient(s) of cohort {cohort!r} have "
+                f"{', '.join(lake_mods)}: give every patient the same sequences (add the missing "
+                "ones to the manifest), or ingest into another --cohort or lake"
+            )
+        p.files = {m: p.files[m] for m in lake_mods}
 
 
 def _union_in_order(dicts) -> list[str]:
@@ -237,6 +300,14 @@ def immune_rows(path: Path, known: set[str]) -> pd.DataFrame:
     if not markers:
         raise InputError(f"{path}: no marker columns")
     renamed = {c: snake_case(c) for c in markers}
+    first: dict[str, str] = {}
+    for c, name in renamed.items():
+        if name in first:
+            raise InputError(
+                f"{path}: columns {first[name]!r} and {c!r} are the same marker {name!r}; "
+                "remove or rename one of them"
+            )
+        first[name] = c
     long = df.rename(columns=renamed).melt(
         id_vars="patient_id", var_name="marker", value_name="value"
     )
@@ -294,24 +365,24 @@ def biopsy_rows(path: Path, known: set[str]) -> tuple[pd.DataFrame, pd.DataFrame
 
 
 # ---- one patient ------------------------------------------------------------------------------
-def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str, run_id: str):
+def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str, run_id: str,
+                    limits: IngestLimits | None = None):
     """Return (images, masks, attrs, patients row) of one patient, ready for the lake.
 
     images: modality -> (z, y, x) float32 in [0, 1]; masks: modality -> (z, y, x) uint8. The grid
-    is isotropic at settings.spacing_mm over the first modality's physical extent.
+    is isotropic at settings.spacing_mm over the first modality's physical extent (at most
+    limits.max_voxels voxels).
     """
     images, masks, sources, norm = {}, {}, {}, {}
     reference = None
     mask_cache: dict[Path, sitk.Image] = {}
-    ref_source = None
+    ref_spacing = None
     for mod, (img_path, mask_path) in p.files.items():
         img = read_image(img_path)
         if img.GetDimension() != 3:
             raise InputError(f"{img_path}: expected a 3D image, got {img.GetDimension()}D")
         if img.GetNumberOfComponentsPerPixel() != 1:
             raise InputError(f"{img_path}: expected a scalar image, got a vector image")
-        arr = to_array(img)
-        check_finite(arr, str(img_path))
         if mask_path not in mask_cache:
             mask_cache[mask_path] = read_image(mask_path)
         mimg = mask_cache[mask_path]
@@ -323,9 +394,8 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
             )
         roi = binary_mask(to_array(mimg), settings.label, str(mask_path))
         if reference is None:
-            reference = isotropic_grid(img, settings.spacing_mm)
-            ref_source = img
-        rimg = resample_onto(img, reference, "image")
+            reference = isotropic_grid(img, settings.spacing_mm, f"{img_path}: --spacing", limits)
+            ref_spacing = img.GetSpacing()
         roi_img = sitk.GetImageFromArray(roi.astype(np.uint8))
         roi_img.CopyInformation(mimg)
         rmask = sitk.GetArrayFromImage(resample_onto(roi_img, reference, "mask"))
@@ -334,10 +404,7 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
                 f"{mask_path}: ROI vanishes after resampling to {settings.spacing_mm} mm "
                 "(mask smaller than one voxel)"
             )
-        images[mod], norm[mod] = normalise_unit_range(
-            sitk.GetArrayFromImage(rimg), settings.clip_percentiles
-        )
-        masks[mod] = rmask.astype(np.uint8)
+        masks[mod] = rmask.astype(np.uint8, copy=False)
         src = {
             "format": image_format(img_path),
             "spacing_xyz": list(img.GetSpacing()),
@@ -348,6 +415,21 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
         if img_path.is_dir():
             src["dicom"] = dicom_allowed_header(img_path)
         sources[mod] = src
+        del roi, roi_img, rmask
+        # Intensities: mapped onto [0, 1] in float64 arithmetic (int32 near 2**31 and float64
+        # beyond float32 keep every level), then resampled and min-max normalised in place. Each
+        # buffer is dropped as soon as the next exists: at most the source and one float32 copy,
+        # or two float32 grids, are alive at once.
+        unit, low, high = unit_range_image(img, str(img_path))
+        del img
+        rimg = resample_onto(unit, reference, "image")
+        del unit
+        arr = sitk.GetArrayFromImage(rimg)
+        del rimg
+        images[mod], norm[mod] = normalise_unit_range(
+            arr, settings.clip_percentiles, source_range=(low, high), inplace=True
+        )
+        del arr
     meta = spatial_metadata(reference)
     first = next(iter(p.files))
     attrs = {
@@ -382,14 +464,41 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
         "size_y": meta["shape_zyx"][1],
         "size_x": meta["shape_zyx"][2],
         "spacing_mm": float(settings.spacing_mm),
-        "source_spacing_x": float(ref_source.GetSpacing()[0]),
-        "source_spacing_y": float(ref_source.GetSpacing()[1]),
-        "source_spacing_z": float(ref_source.GetSpacing()[2]),
+        "source_spacing_x": float(ref_spacing[0]),
+        "source_spacing_y": float(ref_spacing[1]),
+        "source_spacing_z": float(ref_spacing[2]),
         "mask_voxels": int(masks[first].sum()),
         "fingerprint": fingerprint,
         "run_id": run_id,
     }
     return images, masks, attrs, row
+
+
+def check_image_sizes(p: PatientInputs, settings: IngestSettings, limits: IngestLimits) -> None:
+    """Raise InputError before any voxel is read (headers only) if an image of the patient or
+    its resampled grid is over limits.max_voxels, or ingesting it needs more memory than there
+    is. Also refuses what the header readers refuse (zero NIfTI spacing, uneven DICOM slices)."""
+    grid = None
+    for k, (img_path, _) in enumerate(p.files.values()):
+        info = read_image_information(img_path)
+        if info["dimension"] < 3:
+            continue  # prepare_patient says what is wrong with it
+        size, spacing = info["size"][:3], info["spacing"][:3]
+        check_voxels(str(img_path), size, limits, "the image",
+                     "crop or downsample it before ingest")
+        if grid is None:
+            grid = isotropic_grid_size(spacing, size, settings.spacing_mm)
+            check_voxels(f"{img_path}: --spacing {settings.spacing_mm:g}", grid, limits,
+                         f"the grid resampled to {settings.spacing_mm:g} mm",
+                         "use a coarser --spacing")
+        n_src, n_grid = int(np.prod(size, dtype=np.int64)), int(np.prod(grid, dtype=np.int64))
+        check_memory(
+            f"{img_path} ({describe_size(size)})",
+            ingest_peak_bytes(n_src, info["bytes_per_voxel"], n_grid, modalities=k + 1),
+            limits,
+            "crop or downsample the image, use a coarser --spacing, or ingest on a machine with "
+            "more memory (--memory-limit GIB sets the limit)",
+        )
 
 
 def _ome_metadata(modalities: list[str], meta: dict) -> dict:
@@ -426,13 +535,21 @@ def ingest(
     biopsies: str | Path | None = None,
     settings: IngestSettings | None = None,
     progress: bool = True,
+    limits: IngestLimits | None = None,
 ) -> IngestSummary:
-    """Ingest a cohort into the lake (all-or-nothing, idempotent). Returns what was done."""
+    """Ingest a cohort into the lake (all-or-nothing, idempotent). Returns what was done.
+
+    `limits` bounds the size of an image and its grid (voxels, memory); they are checked from
+    the headers before any voxel is read. A failed run leaves the lake as it was; a failed first
+    run leaves no lake folder behind.
+    """
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.UTC)
     settings = settings or IngestSettings()
+    limits = limits or IngestLimits()
     patients = read_manifest(manifest, settings)
     existing = lake.read_table("patients")
+    check_lake_sequences(patients, existing, settings.cohort, manifest)
     known = {p.patient_id for p in patients} | set(existing["patient_id"])
 
     # 1. tables: validated before any voxel is read
@@ -463,26 +580,33 @@ def ingest(
             skipped.append(p.patient_id)
         else:
             todo.append(p)
+    for p in todo:  # sizes from the headers, before any voxel is read
+        check_image_sizes(p, settings, limits)
     run_id = new_run_id("ingest")
 
-    # 3. stage volumes under temporary names (invisible); any error removes them all
+    # 3. stage volumes under temporary names (invisible); any error removes them all, and the
+    # folders staging created (the lake's own folder too on a first ingest)
     staged: list[tuple[str, str]] = []
     rows = []
-    lake.ensure()
+    created = lake.absent_folders("volumes")
     try:
         bar = tqdm(todo, desc="ingest", unit="patient", disable=not progress or not todo)
         for p in bar:
             bar.set_postfix_str(p.patient_id)
-            images, masks, attrs, row = prepare_patient(p, settings, fps[p.patient_id], run_id)
+            images, masks, attrs, row = prepare_patient(p, settings, fps[p.patient_id], run_id,
+                                                        limits)
             staged.append((p.patient_id, lake.stage_volume(p.patient_id, images, masks, attrs)))
             rows.append(row)
             del images, masks
     except BaseException:
         for _, tmp in staged:
             lake.discard_staged(tmp)
+        lake.remove_empty_folders(created)
         raise
 
-    # 4. commit: volumes, then the tables that make them visible, then the run log
+    # 4. commit: the lake's folders, volumes, then the tables that make them visible, then the
+    # run log
+    lake.ensure()
     for pid, tmp in staged:
         lake.commit_volume(tmp, pid)
     counts = {}

@@ -52,10 +52,11 @@ def validate_patient_id(pid: object, where: str = "") -> str:
     Allowed: letters, digits, '-', '_', '.', starting with a letter or digit, at most 128
     characters; no path separators, no '..'.
     """
-    s = "" if pid is None else str(pid).strip()
+    missing = pid is None or (pd.api.types.is_scalar(pid) and pd.isna(pid))  # empty CSV cell
+    s = "" if missing else str(pid).strip()
     prefix = f"{where}: " if where else ""
     if not s:
-        raise InputError(f"{prefix}empty patient id")
+        raise InputError(f"{prefix}empty patient id: fill in the patient_id of every row")
     if "/" in s or "\\" in s or ".." in s or not PATIENT_ID_RE.fullmatch(s):
         raise InputError(
             f"{prefix}invalid patient id {s!r}: use letters, digits, '-', '_' and '.' only "
@@ -140,6 +141,27 @@ class Lake:
             else:
                 with contextlib.suppress(Exception):
                     self.fs.makedirs(self.path(sub), exist_ok=True)
+
+    def absent_folders(self, *parts: str) -> list[str]:
+        """Return the lake folders among `parts` (and the root and its missing parents) that do
+        not exist yet, deepest first: what a stage that fails should remove again.
+
+        Local lakes only; an object store has no folders to leave behind ([]).
+        """
+        if not self.is_local:
+            return []
+        out = [self.path(p) for p in parts if not os.path.exists(self.path(p))]
+        folder = Path(self.root)
+        while not folder.exists() and folder != folder.parent:
+            out.append(str(folder))
+            folder = folder.parent
+        return out
+
+    def remove_empty_folders(self, folders: list[str]) -> None:
+        """Remove each of `folders` (deepest first) that exists and is empty; keep the others."""
+        for f in folders:
+            with contextlib.suppress(OSError):
+                os.rmdir(f)
 
     # ---- Parquet tables ----------------------------------------------------------------------
     def table_dir(self, table: str) -> str:
@@ -441,7 +463,14 @@ def encode_unit_interval(arr: np.ndarray) -> np.ndarray:
     a = np.asarray(arr, dtype=np.float32)
     if a.size and (np.nanmin(a) < 0 or np.nanmax(a) > 1):
         raise ValueError("encode_unit_interval expects values in [0, 1]")
-    return np.rint(a * 65535.0).astype(np.uint16)
+    if a.ndim == 0:
+        return np.rint(a * 65535.0).astype(np.uint16)
+    # slabs of about 4 M voxels: the float temporaries stay small next to the volume
+    out = np.empty(a.shape, np.uint16)
+    step = max(1, (1 << 22) // max(1, a[0].size))
+    for i in range(0, a.shape[0], step):
+        out[i:i + step] = np.rint(a[i:i + step] * 65535.0)
+    return out
 
 
 def decode_array(zarr_array, selection=Ellipsis) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipelines.exceptions import InputError
+from pipelines.limits import IngestLimits, check_voxels
 
 
 def same_physical_space(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> str | None:
@@ -33,16 +34,24 @@ def same_physical_space(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> str 
     return None
 
 
-def isotropic_grid(img: sitk.Image, spacing_mm: float) -> sitk.Image:
+def isotropic_grid_size(spacing_xyz, size_xyz, spacing_mm: float) -> tuple[int, ...]:
+    """Return the (x, y, z) size of the isotropic grid that `isotropic_grid` makes."""
+    extent = np.asarray(spacing_xyz, dtype=float) * np.asarray(size_xyz, dtype=float)
+    return tuple(max(1, math.ceil(e / spacing_mm - 1e-6)) for e in extent)
+
+
+def isotropic_grid(img: sitk.Image, spacing_mm: float, where: str = "image",
+                   limits: IngestLimits | None = None) -> sitk.Image:
     """Return an empty reference image on an isotropic grid covering `img`'s physical extent.
 
     Same origin corner and direction; size = ceil(extent / spacing). The first voxel's centre is
-    placed so that the new grid's outer boundary starts where the old one does.
+    placed so that the new grid's outer boundary starts where the old one does. Raises InputError
+    naming `where` if the grid has more voxels than `limits.max_voxels` (default 2**30).
     """
     old_sp = np.array(img.GetSpacing(), dtype=float)
-    old_size = np.array(img.GetSize(), dtype=float)
-    extent = old_sp * old_size
-    new_size = [max(1, math.ceil(e / spacing_mm - 1e-6)) for e in extent]
+    new_size = isotropic_grid_size(old_sp, img.GetSize(), spacing_mm)
+    check_voxels(where, new_size, limits or IngestLimits(),
+                 f"the grid resampled to {spacing_mm:g} mm", "use a coarser spacing")
     direction = np.array(img.GetDirection()).reshape(3, 3)
     # outer corner of the old grid, then half a new voxel inwards
     corner = np.array(img.GetOrigin()) - direction @ (old_sp / 2)
@@ -58,45 +67,80 @@ def resample_onto(img: sitk.Image, reference: sitk.Image, kind: str) -> sitk.Ima
     """Return `img` resampled onto `reference`'s grid.
 
     kind "image": linear interpolation to float32; kind "mask": nearest neighbour, uint8.
-    Outside the source image the value is 0.
+    Outside the source image the value is 0. An input already of the output type is not cast
+    (sitk.Cast copies even then: one volume more at the peak).
     """
-    if kind == "image":
-        return sitk.Resample(
-            sitk.Cast(img, sitk.sitkFloat32), reference, sitk.Transform(), sitk.sitkLinear,
-            0.0, sitk.sitkFloat32,
-        )
-    if kind == "mask":
-        return sitk.Resample(
-            sitk.Cast(img, sitk.sitkUInt8), reference, sitk.Transform(),
-            sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8,
-        )
-    raise ValueError(f"unknown resampling kind {kind!r}")
+    if kind not in ("image", "mask"):
+        raise ValueError(f"unknown resampling kind {kind!r}")
+    pixel, interpolator = ((sitk.sitkFloat32, sitk.sitkLinear) if kind == "image"
+                           else (sitk.sitkUInt8, sitk.sitkNearestNeighbor))
+    src = img if img.GetPixelID() == pixel else sitk.Cast(img, pixel)
+    return sitk.Resample(src, reference, sitk.Transform(), interpolator, 0, pixel)
+
+
+def unit_range_image(img: sitk.Image, where: str) -> tuple[sitk.Image, float, float]:
+    """Return (`img` as float32 mapped linearly onto [0, 1], its minimum, its maximum).
+
+    The arithmetic is float64 (ITK's ShiftScale), so that int32 values near 2**31 or float64
+    values beyond float32's range keep every distinct level; only the [0, 1] result is float32
+    (one new buffer, no other copy). Raises InputError naming `where` for NaN/infinite voxels.
+    """
+    check_finite(sitk.GetArrayViewFromImage(img), where)
+    mm = sitk.MinimumMaximumImageFilter()
+    mm.Execute(img)
+    low, high = float(mm.GetMinimum()), float(mm.GetMaximum())
+    scale = high - low
+    if not np.isfinite(scale):
+        raise InputError(f"{where}: intensity range {low:g}..{high:g} is too wide to normalise; "
+                         "rescale the image before ingest")
+    unit = sitk.ShiftScale(img, -low, 1.0 / scale if scale > 0 else 0.0, sitk.sitkFloat32)
+    return unit, low, high
 
 
 def normalise_unit_range(
-    arr: np.ndarray, clip_percentiles: tuple[float, float] | None = None
+    arr: np.ndarray, clip_percentiles: tuple[float, float] | None = None,
+    source_range: tuple[float, float] | None = None, inplace: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """Return the volume scaled to [0, 1] (float32) and the parameters used.
 
     Default (the paper's, seed 000 section 2.1): min-max over the whole volume. With
     `clip_percentiles=(lo, hi)`: the lo/hi percentiles of the non-zero voxels are mapped to 0/1 and
     values outside are clipped (robust to hot voxels).
+
+    `source_range=(low, high)` says that `arr` holds (source - low) / (high - low), as made by
+    `unit_range_image`: "non-zero" then means a source intensity of 0 and the returned low/high are
+    in source units. `inplace=True` reuses a writable float32 `arr` instead of copying it.
     """
-    a = np.asarray(arr, dtype=np.float32)
+    a = np.asarray(arr)
+    if not (inplace and a.dtype == np.float32 and a.flags.writeable):
+        a = a.astype(np.float32)
+    s_low, width, zero = 0.0, 1.0, 0.0  # array value v is source intensity s_low + v * width
+    if source_range is not None:
+        s_low, width = float(source_range[0]), float(source_range[1]) - float(source_range[0])
+        if width > 0:
+            zero = float(np.float32((0.0 - s_low) * (1.0 / width)))  # ShiftScale's source 0
+
+    def to_source(v: float) -> float:
+        return v if source_range is None else s_low + v * width
+
     if clip_percentiles is None:
         low, high = float(a.min()), float(a.max())
         method = "minmax"
     else:
-        fg = a[a != 0]
-        fg = fg if fg.size else a.ravel()
-        low, high = (float(v) for v in np.percentile(fg, clip_percentiles))
+        fg = a[a != zero]
+        low, high = (float(v) for v in np.percentile(fg if fg.size else a, clip_percentiles,
+                                                     overwrite_input=bool(fg.size)))
+        del fg
         method = "percentile"
     scale = high - low
     if scale <= 0:
-        out = np.zeros_like(a)
+        a[...] = 0.0
     else:
-        out = np.clip((a - low) / scale, 0.0, 1.0).astype(np.float32)
-    params = {"method": method, "low": low, "high": high}
+        a -= low
+        a /= scale
+        np.clip(a, 0.0, 1.0, out=a)
+    out = a
+    params = {"method": method, "low": to_source(low), "high": to_source(high)}
     if clip_percentiles is not None:
         params["percentiles"] = list(clip_percentiles)
     return out, params

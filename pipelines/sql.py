@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 
 import duckdb
+from fsspec.implementations.dirfs import DirFileSystem
 
 from pipelines.lake import Lake
 from pipelines.schemas import SCHEMA_DIR, load_schema
@@ -34,11 +35,70 @@ _DUCK_TYPES = {
 
 
 def _quote(s: str) -> str:
+    """Return `s` as a SQL string literal."""
     return "'" + s.replace("'", "''") + "'"
 
 
-def table_source(lake: Lake, table: str) -> str:
-    """Return a SQL relation over the table's Parquet files with exactly the schema's columns."""
+def _glob_escape(path: str) -> str:
+    """Return `path` with DuckDB's glob characters (``*``, ``?``, ``[``) matched literally."""
+    return re.sub(r"([*?\[])", r"[\1]", path)
+
+
+SANDBOX_PROTOCOL = "drlakero"
+
+
+class ReadOnlyLakeFileSystem(DirFileSystem):
+    """The lake as a read-only fsspec filesystem rooted at the lake (``drlakero://tables/...``).
+
+    The SQL sandbox reads the lake only through it: every write, delete, rename or folder
+    creation raises PermissionError, and a path that leaves the lake's root is refused.
+    """
+
+    protocol = SANDBOX_PROTOCOL
+
+    def _join(self, path):
+        if isinstance(path, str):
+            parts = [p for p in path.split("://", 1)[-1].split("/") if p not in ("", ".")]
+            if ".." in parts:
+                raise PermissionError(f"{path}: outside the lake")
+        return super()._join(path)
+
+    def glob(self, path, **kwargs):
+        # The lake's root is literal: escape its glob characters, keep the pattern's own.
+        rel = path.split("://", 1)[-1].lstrip("/")
+        self._join(rel)  # refuses '..'
+        pattern = _glob_escape(self.path) + self.fs.sep + rel
+        found = self.fs.glob(pattern, **kwargs)
+        if kwargs.get("detail", False):
+            return self._relpath_detail(found)
+        return self._relpath(found)
+
+    def _refuse(self, *args, **kwargs):
+        raise PermissionError("the lake is read-only in drlake sql")
+
+    def open(self, path, mode="rb", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            self._refuse()
+        return super().open(path, mode, *args, **kwargs)
+
+    def _open(self, path, mode="rb", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            self._refuse()
+        return super()._open(path, mode, *args, **kwargs)
+
+
+for _name in ("mkdir", "makedirs", "rm", "rm_file", "rmdir", "mv", "copy", "cp_file", "put",
+              "put_file", "pipe", "pipe_file", "touch", "write_text", "write_bytes", "rename",
+              "link", "symlink", "_rm", "_mv", "_cp_file", "_put_file", "_pipe_file", "_mkdir",
+              "_makedirs", "_rm_file", "_copy", "_pipe", "_put", "_touch"):
+    setattr(ReadOnlyLakeFileSystem, _name, ReadOnlyLakeFileSystem._refuse)
+
+
+def table_source(lake: Lake, table: str, sandbox: bool = False) -> str:
+    """Return a SQL relation over the table's Parquet files with exactly the schema's columns.
+
+    With `sandbox`, the files are read through the read-only ``drlakero://`` filesystem.
+    """
     schema = load_schema(table)
     cols = ", ".join(f'CAST("{c.name}" AS {_DUCK_TYPES[c.type]}) AS "{c.name}"'
                      for c in schema.columns)
@@ -46,7 +106,10 @@ def table_source(lake: Lake, table: str) -> str:
         empty = ", ".join(f'CAST(NULL AS {_DUCK_TYPES[c.type]}) AS "{c.name}"'
                           for c in schema.columns)
         return f"(SELECT {empty} LIMIT 0)"
-    glob = lake.url_of("tables", table) + "/**/*.parquet"
+    if sandbox:
+        glob = f"{SANDBOX_PROTOCOL}://tables/{table}/**/*.parquet"
+    else:
+        glob = _glob_escape(lake.url_of("tables", table)) + "/**/*.parquet"
     return (f"(SELECT {cols} FROM read_parquet({_quote(glob)}, union_by_name = true, "
             f"hive_partitioning = false))")
 
@@ -96,12 +159,13 @@ def _pivot_columns(con: duckdb.DuckDBPyConnection, view: str, key: str, value: s
     return ",\n    ".join(cols) if cols else f"NULL AS no_{key}"
 
 
-def render(sql: str, lake: Lake, con: duckdb.DuckDBPyConnection) -> str:
+def render(sql: str, lake: Lake, con: duckdb.DuckDBPyConnection, sandbox: bool = False) -> str:
     """Return the view SQL with its placeholders filled for this lake."""
-    sql = re.sub(r"\{\{source:(\w+)\}\}", lambda m: table_source(lake, m.group(1)), sql)
+    sql = re.sub(r"\{\{source:(\w+)\}\}",
+                 lambda m: table_source(lake, m.group(1), sandbox), sql)
     sql = re.sub(r"\{\{pivot_columns:(\w+):(\w+):(\w+)\}\}",
                  lambda m: _pivot_columns(con, *m.groups()), sql)
-    sql = sql.replace("{{catalogue}}", f"read_csv({_quote(str(CATALOGUE))}, header = true)")
+    sql = sql.replace("{{catalogue}}", "_drlake_catalogue")
     if "{{drf_columns}}" in sql:
         sql = sql.replace("{{drf_columns}}", _drf_columns(con))
     return sql
@@ -131,70 +195,144 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
                         null_handling="special")
 
 
-def connect(lake: Lake | str, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
-    """Return a DuckDB connection with every view of sql/ defined over the lake."""
+def connect(lake: Lake | str, database: str = ":memory:",
+            sandbox: bool = False) -> duckdb.DuckDBPyConnection:
+    """Return a DuckDB connection with every view of sql/ defined over the lake.
+
+    With `sandbox`, the connection can only read the lake: the lake's files are reached through
+    the read-only ``drlakero://`` filesystem, every other file access is disabled
+    (``enable_external_access = false``, ``allowed_directories`` = the read-only lake only) and
+    the configuration is locked, so no statement can write a byte anywhere.
+    """
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     con = duckdb.connect(database)
-    register_functions(con)
-    if not lake.is_local:
-        con.register_filesystem(lake.fs)
-    for path in view_files():
-        con.execute(render(path.read_text(encoding="utf-8"), lake, con))
+    try:
+        register_functions(con)
+        if sandbox:
+            con.register_filesystem(ReadOnlyLakeFileSystem(path=lake.root, fs=lake.fs))
+        elif not lake.is_local:
+            con.register_filesystem(lake.fs)
+        con.execute("CREATE OR REPLACE TEMP TABLE _drlake_catalogue AS SELECT * FROM "
+                    f"read_csv({_quote(str(CATALOGUE))}, header = true)")
+        for path in view_files():
+            con.execute(render(path.read_text(encoding="utf-8"), lake, con, sandbox))
+        if sandbox:
+            con.execute(f"SET allowed_directories = [{_quote(SANDBOX_PROTOCOL + '://')}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET autoinstall_known_extensions = false")
+            con.execute("SET autoload_known_extensions = false")
+            con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
-READ_ONLY_TYPES = ("SELECT", "EXPLAIN")
+READ_ONLY_TYPES = ("SELECT",)
+# Statement families named by their first keyword in refusals (DuckDB's statement type lumps
+# INSTALL with LOAD and PRAGMA with SET).
+_NAMED_BY_KEYWORD = {"INSTALL", "LOAD", "FORCE", "PRAGMA", "SET", "RESET", "CALL", "EXPORT",
+                     "IMPORT", "ATTACH", "DETACH", "COPY", "USE", "CHECKPOINT", "VACUUM",
+                     "ANALYZE", "UPDATE", "DELETE", "INSERT", "CREATE", "DROP", "ALTER"}
+
+
+def _tokens(sql: str) -> list[tuple[int, str]]:
+    """Return DuckDB's tokens of `sql` that are not comments: (offset, text) pairs."""
+    toks = duckdb.tokenize(sql)
+    out = []
+    for i, (pos, kind) in enumerate(toks):
+        end = toks[i + 1][0] if i + 1 < len(toks) else len(sql)
+        if kind != duckdb.token_type.comment:
+            out.append((pos, sql[pos:end].strip()))
+    return out
+
+
+def _refusal(kind: str) -> str:
+    return (f"drlake sql is read-only: {kind} statements are refused (use SELECT, DESCRIBE, "
+            "SHOW, SUMMARIZE or EXPLAIN; write results with --out FILE)")
+
+
+def _check_statement(st) -> None:
+    """Raise InputError unless `st` (a DuckDB parsed statement) only reads."""
+    from pipelines.exceptions import InputError
+
+    kind = str(st.type).rsplit(".", 1)[-1]
+    toks = _tokens(st.query)
+    first = toks[0][1].upper() if toks else ""
+    if kind == "EXPLAIN" and first == "EXPLAIN":
+        rest = toks[1:]
+        if rest and rest[0][1] == "(":
+            depth, end = 0, len(rest)
+            for k, (_, text) in enumerate(rest):
+                depth += {"(": 1, ")": -1}.get(text, 0)
+                if text.upper() in ("ANALYZE", "ANALYSE"):
+                    raise InputError(_refusal("EXPLAIN ANALYZE"))
+                if depth == 0:
+                    end = k + 1
+                    break
+            rest = rest[end:]
+        elif rest and rest[0][1].upper() in ("ANALYZE", "ANALYSE"):
+            raise InputError(_refusal("EXPLAIN ANALYZE"))
+        if not rest:
+            raise InputError("SQL error: EXPLAIN of nothing")
+        inner = duckdb.extract_statements(st.query[rest[0][0]:])
+        if len(inner) != 1:
+            raise InputError(_refusal("EXPLAIN of several"))
+        _check_statement(inner[0])
+        return
+    if kind not in READ_ONLY_TYPES:
+        raise InputError(_refusal(first if first in _NAMED_BY_KEYWORD else kind))
 
 
 def check_read_only(query: str) -> list[str]:
     """Return the statements of `query` if every one only reads; else raise InputError.
 
-    Allowed: SELECT (including WITH, DESCRIBE, SHOW, SUMMARIZE) and EXPLAIN. Anything that
-    writes, attaches, copies, installs or changes settings is refused with its statement type.
+    Statements are classified by DuckDB's own parser, never by their text: allowed are SELECT
+    (including WITH, FROM-first, VALUES, DESCRIBE, SHOW, SUMMARIZE) and EXPLAIN of one of these
+    without ANALYZE (EXPLAIN ANALYZE runs the statement). Anything else is refused by name.
     """
     from pipelines.exceptions import InputError
 
     try:
         statements = duckdb.extract_statements(query)
+        if not statements:
+            raise InputError("no SQL statement given")
+        for st in statements:
+            _check_statement(st)
     except duckdb.Error as exc:
         raise InputError(f"SQL error: {exc}") from None
-    if not statements:
-        raise InputError("no SQL statement given")
-    for st in statements:
-        kind = str(st.type).rsplit(".", 1)[-1]
-        if kind not in READ_ONLY_TYPES:
-            raise InputError(
-                f"drlake sql is read-only: {kind} statements are refused (use SELECT; write "
-                "results with --out FILE)"
-            )
     return [st.query for st in statements]
 
 
-def lockdown(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
-    """Restrict a connection to reading the lake and the catalogue: no other file access."""
-    allowed = [lake.url_of() + "/", str(SCHEMA_DIR) + "/"]
-    con.execute("SET allowed_directories = " + "[" + ", ".join(map(_quote, allowed)) + "]")
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
+def _error_text(exc: BaseException) -> str:
+    """Return DuckDB's error message without the Python traceback a filesystem error carries."""
+    text = str(exc)
+    if "Traceback (most recent call last)" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        return "the lake is read-only in drlake sql" if "PermissionError" in last else last
+    return text
 
 
 def run_query(lake: Lake | str, query: str):
     """Return the result of the last statement of a read-only query as a DataFrame, with the
-    DuckDB column types as `df.attrs["types"]`."""
+    DuckDB column types as `df.attrs["types"]`.
+
+    The query is checked by `check_read_only` and then run on a `connect(..., sandbox=True)`
+    connection, which cannot write even if a statement slipped through the check.
+    """
     from pipelines.exceptions import InputError
 
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     statements = check_read_only(query)
-    con = connect(lake)
+    con = connect(lake, sandbox=True)
     try:
-        lockdown(con, lake)
         rel = None
         for sql in statements:
             rel = con.sql(sql)
         df = rel.df() if rel is not None else None
         types = [str(t) for t in rel.types] if rel is not None else []
-    except duckdb.Error as exc:
-        raise InputError(f"SQL error: {exc}") from None
+    except (duckdb.Error, PermissionError) as exc:
+        raise InputError(f"SQL error: {_error_text(exc)}") from None
     finally:
         con.close()
     if df is not None:
