@@ -79,7 +79,7 @@ def synth(
 
 @app.command()
 def ingest(
-    manifest: Annotated[Path, typer.Argument(help="CSV: patient_id,modality,image,mask")],
+    manifest: Annotated[Path, typer.Argument(help="CSV: patient_id,modality,image,mask[,roi]")],
     lake: LakeOpt = "lake",
     clinical: Annotated[Path | None, typer.Option(help="clinical.csv")] = None,
     immune: Annotated[Path | None, typer.Option(help="immune markers CSV (wide)")] = None,
@@ -88,6 +88,12 @@ def ingest(
     spacing: Annotated[float, typer.Option(help="isotropic voxel size after resampling, mm")] = 1.0,
     label: Annotated[
         int | None, typer.Option(help="mask label of the ROI (default: masks must be 0/1)")
+    ] = None,
+    roi: Annotated[
+        str | None,
+        typer.Option(help="RTSTRUCT ROI / SEG segment of DICOM masks: a name, NAME1|NAME2 "
+                     "(case-insensitive, first found wins), a regex, or a segment number; a roi "
+                     "column in the manifest wins"),
     ] = None,
     clip: Annotated[
         str | None,
@@ -116,7 +122,7 @@ def ingest(
             raise InputError(f"--clip expects LO,HI percentiles, got {clip!r}") from None
         clip_p = (lo, hi)
     settings = IngestSettings(spacing_mm=spacing, label=label, clip_percentiles=clip_p,
-                              cohort=cohort)
+                              cohort=cohort, roi=roi)
     limits = IngestLimits(max_voxels=max_voxels,
                           memory_bytes=None if memory_limit is None else int(memory_limit * GIB))
     summary = run_ingest(

@@ -4,8 +4,9 @@ Every reader returns a SimpleITK image, so geometry (spacing, origin, direction)
 voxels. Arrays come out in (z, y, x) order; spacing and origin stay in ITK's (x, y, z) LPS
 convention in the image and are converted once, in `spatial_metadata`.
 
-DICOM de-identification: only the header fields in `DICOM_ALLOWED_TAGS` are ever read into drlake;
-names, ids, dates, free text and everything else never leave the source files.
+DICOM de-identification: only the typed header fields in `DICOM_ALLOWED_TAGS` are ever read into
+drlake; names, ids, dates, free text, private tags and everything else never leave the source
+files.
 """
 
 from __future__ import annotations
@@ -19,18 +20,21 @@ from pipelines.exceptions import InputError
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
-# The only DICOM attributes that may reach the lake (geometry, modality, series description).
-DICOM_ALLOWED_TAGS = (
-    "Modality",
-    "SeriesDescription",
-    "MRAcquisitionType",
-    "SliceThickness",
-    "PixelSpacing",
-    "ImageOrientationPatient",
-    "MagneticFieldStrength",
-    "RepetitionTime",
-    "EchoTime",
-)
+# The only DICOM attributes that may reach the lake, each with its type (DICOM PS3.15 basic
+# profile): Modality and a few acquisition parameters. No free text (descriptions, protocol
+# names, comments), no names, ids, dates or private tags; the geometry comes from the image
+# itself (spatial_metadata), the sequence name from the manifest. "code": a DICOM code string
+# (upper-case letters, digits, '_', ' '; at most 16 characters); "float": one number.
+DICOM_ALLOWED_TAGS: dict[str, str] = {
+    "Modality": "code",
+    "MRAcquisitionType": "code",
+    "MagneticFieldStrength": "float",
+    "RepetitionTime": "float",
+    "EchoTime": "float",
+    "InversionTime": "float",
+    "FlipAngle": "float",
+    "SliceThickness": "float",
+}
 
 
 def read_image(path: str | Path) -> sitk.Image:
@@ -241,28 +245,48 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
-def dicom_allowed_header(folder: str | Path) -> dict:
-    """Return the allow-listed header fields of the first file of a DICOM series folder.
+def dicom_allowed_header(path: str | Path) -> dict:
+    """Return every DICOM_ALLOWED_TAGS field of a DICOM series folder's first file (or of one
+    .dcm file), converted to its type: str for codes, float (mm, ms, T, degrees as DICOM gives
+    them) for numbers, None (JSON null) when absent, empty or malformed.
 
-    Values are converted to plain str/float/list; any field not in DICOM_ALLOWED_TAGS is never
-    read into the result.
+    Only these attributes are parsed (pydicom `specific_tags`): free text and private tags are
+    never read, so they cannot reach the result.
     """
     import pydicom
 
-    folder = Path(folder)
-    files = dicom_series_files(folder)  # the series' own files, not a README or .DS_Store
-    ds = pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=list(DICOM_ALLOWED_TAGS))
-    out = {}
-    for tag in DICOM_ALLOWED_TAGS:
-        if tag in ds:
-            v = ds.data_element(tag).value
-            if isinstance(v, pydicom.multival.MultiValue | list | tuple):
-                out[tag] = [float(x) for x in v]
-            elif isinstance(v, int | float) or type(v).__name__ in ("DSfloat", "IS", "DSdecimal"):
-                out[tag] = float(v)
-            else:
-                out[tag] = str(v)
+    path = Path(path)
+    # a folder: the series' own files, not a README or .DS_Store
+    first = dicom_series_files(path)[0] if path.is_dir() else path
+    ds = pydicom.dcmread(first, stop_before_pixels=True, specific_tags=list(DICOM_ALLOWED_TAGS))
+    out: dict[str, str | float | None] = {}
+    for tag, kind in DICOM_ALLOWED_TAGS.items():
+        value = ds[tag].value if tag in ds else None
+        out[tag] = _dicom_code(value) if kind == "code" else _dicom_float(value)
     return out
+
+
+def _dicom_code(value) -> str | None:
+    """Return a DICOM code string (CS) value, or None if empty, multi-valued or not a code."""
+    import re
+
+    if value is None or not isinstance(value, str):
+        return None
+    text = value.strip()
+    return text if re.fullmatch(r"[A-Z0-9_ ]{1,16}", text) else None
+
+
+def _dicom_float(value) -> float | None:
+    """Return a single-valued DICOM number (DS, IS, FD, ...) as a finite float, else None."""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) == 1 else None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
 
 
 def image_format(path: str | Path) -> str:

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 from tqdm.auto import tqdm
 
 from pipelines import __version__
+from pipelines.dicom_masks import load_mask, mask_kind
 from pipelines.exceptions import InputError, SchemaError
 from pipelines.imageio import (
     dicom_allowed_header,
@@ -66,8 +67,10 @@ log = logging.getLogger("drlake.ingest")
 MANIFEST_COLUMNS = ("patient_id", "modality", "image", "mask")
 # Version of the stored volume layout; part of every fingerprint so that a layout change
 # (2: images as uint16 steps of 1/65535; 3: normalised in float64 from the source dtype, which
-# can differ from 2 by one uint16 step) re-ingests instead of silently keeping old volumes.
-VOLUME_FORMAT = 3
+# can differ from 2 by one uint16 step; 4: DICOM headers reduced to the typed PS3.15 allow-list,
+# so volumes that kept a SeriesDescription are rewritten) re-ingests instead of silently keeping
+# old volumes.
+VOLUME_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,14 @@ class IngestSettings:
     clip_percentiles: tuple[float, float] | None = None
     cohort: str = "main"
     modalities: tuple[str, ...] | None = None
+    # RTSTRUCT ROI / SEG segment of masks whose manifest row has no roi (see dicom_masks)
+    roi: str | None = None
 
     def __post_init__(self):
+        if self.roi is not None and not isinstance(self.roi, str):  # a list of alternatives
+            object.__setattr__(self, "roi", "|".join(str(r) for r in self.roi))
+        if self.roi is not None and not str(self.roi).strip():
+            raise InputError("--roi must name an ROI (a name, NAME1|NAME2 or a regex), got ''")
         if not self.spacing_mm > 0:
             raise InputError(f"--spacing must be > 0 mm, got {self.spacing_mm}")
         if self.clip_percentiles is not None:
@@ -103,6 +112,12 @@ class PatientInputs:
 
     patient_id: str
     files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+    # modality -> the manifest row's roi (RTSTRUCT ROI / SEG segment), if it gives one
+    rois: dict[str, str] = field(default_factory=dict)
+
+    def roi(self, modality: str, settings: IngestSettings) -> str | None:
+        """Return the ROI selector of a modality's mask: the manifest's roi, else --roi."""
+        return self.rois.get(modality) or settings.roi
 
     def fingerprint(self, settings: IngestSettings, cache: dict[Path, str]) -> str:
         digests = {}
@@ -111,7 +126,11 @@ class PatientInputs:
                 if p not in cache:
                     cache[p] = file_sha256(p)
             digests[mod] = [cache[img], cache[msk]]
-        return sha256_text(canonical_json({"files": digests, "settings": settings.as_dict(),
+            roi = self.roi(mod, settings)
+            if roi and mask_kind(msk) != "labels":  # the ROI chosen counts, not --roi itself
+                digests[mod].append(roi)
+        hashed = {k: v for k, v in settings.as_dict().items() if k != "roi"}
+        return sha256_text(canonical_json({"files": digests, "settings": hashed,
                                            "volume_format": VOLUME_FORMAT}))
 
 
@@ -169,6 +188,9 @@ def _check_unique_header(path: Path, sep: str) -> None:
 def read_manifest(path: str | Path, settings: IngestSettings) -> list[PatientInputs]:
     """Return the patients of a manifest (patient_id, modality, image, mask; paths relative to it).
 
+    An optional roi column chooses the RTSTRUCT ROI or SEG segment of a row's DICOM mask (it
+    wins over settings.roi; label-image masks ignore it).
+
     Raises InputError naming the manifest row for a bad id, a duplicate (patient, modality), a
     missing file, or a patient lacking one of the cohort's modalities.
     """
@@ -200,6 +222,9 @@ def read_manifest(path: str | Path, settings: IngestSettings) -> list[PatientInp
                 raise InputError(f"{where}: {col} file {f} not found")
             files.append(f)
         p.files[mod] = (files[0], files[1])
+        roi = getattr(row, "roi", None) if "roi" in df.columns else None
+        if isinstance(roi, str) and roi.strip():  # the RTSTRUCT ROI / SEG segment of this mask
+            p.rois[mod] = roi.strip()
     if not patients:
         raise InputError(f"{path}: manifest has no rows")
     expected = list(settings.modalities or _union_in_order(p.files for p in patients.values()))
@@ -375,7 +400,7 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
     """
     images, masks, sources, norm = {}, {}, {}, {}
     reference = None
-    mask_cache: dict[Path, sitk.Image] = {}
+    mask_cache: dict[tuple, tuple[sitk.Image, dict]] = {}
     ref_spacing = None
     for mod, (img_path, mask_path) in p.files.items():
         img = read_image(img_path)
@@ -383,16 +408,21 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
             raise InputError(f"{img_path}: expected a 3D image, got {img.GetDimension()}D")
         if img.GetNumberOfComponentsPerPixel() != 1:
             raise InputError(f"{img_path}: expected a scalar image, got a vector image")
-        if mask_path not in mask_cache:
-            mask_cache[mask_path] = read_image(mask_path)
-        mimg = mask_cache[mask_path]
+        # a label image as it is; an RTSTRUCT ROI / SEG segment rasterised onto this image's grid
+        roi_choice = p.roi(mod, settings)
+        key = (mask_path, roi_choice, img.GetSize(), img.GetSpacing(), img.GetOrigin(),
+               img.GetDirection())
+        if key not in mask_cache:
+            mask_cache[key] = load_mask(mask_path, img, roi=roi_choice, image_path=img_path)
+        mimg, mask_info = mask_cache[key]
         diff = same_physical_space(img, mimg)
         if diff:
             raise InputError(
                 f"{mask_path}: mask is not on the grid of image {img_path}: {diff}; "
                 "resample the mask onto the image (nearest neighbour) before ingest"
             )
-        roi = binary_mask(to_array(mimg), settings.label, str(mask_path))
+        label = settings.label if mask_info["format"] == "labels" else None  # DICOM masks are 0/1
+        roi = binary_mask(to_array(mimg), label, str(mask_path))
         if reference is None:
             reference = isotropic_grid(img, settings.spacing_mm, f"{img_path}: --spacing", limits)
             ref_spacing = img.GetSpacing()
@@ -411,8 +441,10 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
             "size_xyz": list(img.GetSize()),
             "pixel_type": img.GetPixelIDTypeAsString(),
             "roi_voxels": int(roi.sum()),
+            "mask": {**mask_info, "roi": roi_choice} if mask_info["format"] != "labels"
+            else mask_info,
         }
-        if img_path.is_dir():
+        if image_format(img_path) == "dicom":  # Modality + typed acquisition parameters only
             src["dicom"] = dicom_allowed_header(img_path)
         sources[mod] = src
         del roi, roi_img, rmask

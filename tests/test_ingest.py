@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 from conftest import ball, make_cohort_files, write_image
+from dicom_writers import write_mr_series
 
 from pipelines.exceptions import InputError
 from pipelines.ingest import IngestSettings, ingest
@@ -115,11 +116,8 @@ def test_nrrd_ingest_of_brain1(tmp_path, shared_reference):
 
 
 def write_dicom_series(folder: Path, arr: np.ndarray, spacing=(0.8, 0.8, 2.5)) -> dict:
-    """Write a (z, y, x) int16 array as an MR DICOM series with PHI; return the PHI values."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-
+    """Write a (z, y, x) int16 array as an MR DICOM series (slice000.dcm, ...) with PHI; return
+    the PHI values."""
     phi = {
         "PatientName": "Doe^Jane",
         "PatientID": "MRN-99812734",
@@ -129,35 +127,8 @@ def write_dicom_series(folder: Path, arr: np.ndarray, spacing=(0.8, 0.8, 2.5)) -
         "ReferringPhysicianName": "House^Gregory",
         "AccessionNumber": "ACC7765123",
     }
-    folder.mkdir(parents=True)
-    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
-    for k in range(arr.shape[0]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.Modality = "MR"
-        ds.SeriesDescription = "T1 AX POST"
-        for key, val in phi.items():
-            setattr(ds, key, val)
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [0.0, 0.0, k * spacing[2]]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = [spacing[1], spacing[0]]
-        ds.SliceThickness = spacing[2]
-        ds.Rows, ds.Columns = arr.shape[1], arr.shape[2]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-        ds.PixelRepresentation = 1
-        ds.PixelData = arr[k].astype(np.int16).tobytes()
-        ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
+    write_mr_series(folder, arr, spacing, phi={**phi, "SeriesDescription": "T1 AX POST"},
+                    file_name="slice{:03d}.dcm")
     return phi
 
 
@@ -174,9 +145,13 @@ def test_dicom_series_ingest_keeps_no_phi(tmp_path):
     lake = Lake(tmp_path / "lake")
     ingest(tmp_path / "dcm" / "m.csv", lake, progress=False)
     rec = lake.read_volume("ANON-1")
-    assert rec.attrs["source"]["T1CE"]["dicom"]["SeriesDescription"] == "T1 AX POST"
+    # free text (the series description too) never reaches the lake: Modality and typed
+    # acquisition parameters only (the full PS3.15 check is tests/test_deidentify.py)
+    header = rec.attrs["source"]["T1CE"]["dicom"]
+    assert header["Modality"] == "MR" and "SeriesDescription" not in header
     assert rec.images["T1CE"].shape == (25, 26, 26)
-    needles = [v.encode() for v in phi.values()] + [b"Doe", b"Jane", b"Secret", b"Gregory"]
+    needles = [v.encode() for v in phi.values()] + [b"Doe", b"Jane", b"Secret", b"Gregory",
+                                                    b"T1 AX POST"]
     for dirpath, _, files in os.walk(lake.root):
         for f in files:
             data = open(os.path.join(dirpath, f), "rb").read()

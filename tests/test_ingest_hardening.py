@@ -153,7 +153,7 @@ def test_dicom_folder_with_stray_files_uses_the_series_files(tmp_path):
     ingest(one_row_manifest(tmp_path / "d", "t1", "mask.nrrd", mod="T1CE"), lake,
            progress=False)
     rec = lake.read_volume("X1")
-    assert rec.attrs["source"]["T1CE"]["dicom"]["SeriesDescription"] == "T1 AX POST"
+    assert rec.attrs["source"]["T1CE"]["dicom"]["Modality"] == "MR"  # no free text kept
     assert rec.attrs["source"]["T1CE"]["size_xyz"] == [32, 32, 10]
     assert rec.images["T1CE"].shape == (25, 26, 26)
 
