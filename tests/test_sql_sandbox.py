@@ -92,13 +92,11 @@ def _disguises(stmt: str, family: str) -> list[str]:
     return forms
 
 
-def _fuzz_cases():
-    families = ["COPY", "ATTACH", "INSTALL", "LOAD", "SET", "PRAGMA", "CREATE", "INSERT",
-                "EXPORT", "CALL"]
-    return families
+FAMILIES = ["COPY", "ATTACH", "INSTALL", "LOAD", "SET", "PRAGMA", "CREATE", "INSERT", "EXPORT",
+            "CALL"]
 
 
-@pytest.mark.parametrize("family", _fuzz_cases())
+@pytest.mark.parametrize("family", FAMILIES)
 def test_no_write_statement_writes_a_byte(small_lake, family, tmp_path):
     lk, outside = small_lake
     before = tree_digest(Path(lk.root), outside, SCHEMA_DIR)
