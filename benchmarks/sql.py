@@ -52,6 +52,7 @@ def write_lake(root: Path, n: int, seed: int = 0) -> None:
                 "patient_id": np.concatenate([tex_p, shp_p]),
                 "modality": np.full(len(tex_p) + len(shp_p), mod),
                 "encoder": np.full(len(tex_p) + len(shp_p), "bench"),
+                "region": np.full(len(tex_p) + len(shp_p), "roi"),
                 "layer": np.concatenate([1 + tex_map // 10, np.zeros(len(shp_p), int)]),
                 "map": np.concatenate([tex_map % 10, np.zeros(len(shp_p), int)]),
                 "feature": np.concatenate([tex_f, shp_f]),

@@ -2,11 +2,13 @@
 
 For each sequence the ROI's bounding box is grown by the encoder's receptive-field margin (start
 aligned to the deepest stride so pooled grids line up with the volume's), the encoder runs on
-that crop only (memory bounded by the crop, not the volume), and the mask is carried onto each
-layer's grid (a pooled voxel is in the ROI when at least half of its input voxels are). Written as
-``activations/<encoder>/<patient>.zarr`` with, per sequence, arrays ``<MOD>/layer<k>``
-(maps, z, y, x) chunked (1, 64, 64, 64) and ``<MOD>/mask<k>`` (z, y, x); attributes give the crop
-offset in the volume's voxel grid, each layer's stride and spacing, and the encoder identity.
+that crop only (memory bounded by the crop, not the volume), and each named region of the mask
+(core, whole, ...; one region "roi" for a binary mask) is carried onto each layer's grid (a pooled
+voxel is in a region when at least half of its input voxels are). The crop is the box of all
+regions together. Written as ``activations/<encoder>/<patient>.zarr`` with, per sequence, arrays
+``<MOD>/layer<k>`` (maps, z, y, x) chunked (1, 64, 64, 64) and ``<MOD>/mask<k>``
+(region, z, y, x); attributes give the region names, the crop offset in the volume's voxel grid,
+each layer's stride and spacing, and the encoder identity.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 from pipelines.encoder import Encoder
 from pipelines.lake import Lake, canonical_json, decode_array, sha256_text, write_array
+from pipelines.regions import Regions, region_masks, volume_regions
 
 log = logging.getLogger("drlake.activations")
 
@@ -50,11 +53,14 @@ def pooled_mask(mask: np.ndarray, stride: int) -> np.ndarray:
     return frac >= 0.5
 
 
-def activation_fingerprint(volume_fingerprint: str, encoder: Encoder, modalities: list[str]) -> str:
-    """Return the fingerprint of a patient's activations: its volume, encoder and sequences."""
+def activation_fingerprint(volume_fingerprint: str, encoder: Encoder, modalities: list[str],
+                           regions: Regions = ()) -> str:
+    """Return the fingerprint of a patient's activations: its volume, encoder, sequences and
+    the regions whose masks it carries."""
     return sha256_text(
         canonical_json(
-            {"volume": volume_fingerprint, "encoder": encoder.identity_hash, "mods": modalities}
+            {"volume": volume_fingerprint, "encoder": encoder.identity_hash, "mods": modalities,
+             "regions": [[n, list(labs)] for n, labs in regions]}
         )
     )
 
@@ -70,7 +76,8 @@ def patient_activations(
     """
     attrs = lake.volume_attrs(patient_id)
     mods = modalities or list(attrs["modalities"])
-    fp = activation_fingerprint(attrs["fingerprint"], encoder, mods)
+    regions = volume_regions(attrs)
+    fp = activation_fingerprint(attrs["fingerprint"], encoder, mods, regions)
     folder = f"activations/{encoder.name}"
     rel = f"{folder}/{patient_id}.zarr"
     if not force and lake.exists(rel):
@@ -88,21 +95,22 @@ def patient_activations(
         for mod in mods:
             # only the mask is read whole; the image is read for the crop only (Zarr slicing),
             # so memory and I/O are bounded by the ROI's box, not the volume
-            mask = vol["masks"][mod][...].astype(bool)
-            box = roi_crop_box(mask, margin, strides[-1])
+            masks = region_masks(vol["masks"][mod][...], regions)  # (region, z, y, x)
+            box = roi_crop_box(masks.any(axis=0), margin, strides[-1])
             sl = tuple(slice(a, b) for a, b in box)
             crop_img = decode_array(vol["images"][mod], sl)
-            crop_mask = mask[sl]
-            del mask
+            crop_masks = masks[(slice(None), *sl)]
+            del masks
             layers = encoder.activations(crop_img, threads=threads)
             g = group.require_group(mod)
             for k, (act, stride) in enumerate(zip(layers, strides, strict=True), start=1):
                 write_array(g, f"layer{k}", act.astype(np.float32), chunks=(1, 64, 64, 64),
                             dimension_names=("map", "z", "y", "x"))
-                m = pooled_mask(crop_mask, stride)
-                m = m[: act.shape[1], : act.shape[2], : act.shape[3]]
-                write_array(g, f"mask{k}", m.astype(np.uint8))
-                voxels += int(m.sum())
+                m = np.stack([pooled_mask(r, stride) for r in crop_masks])
+                m = m[:, : act.shape[1], : act.shape[2], : act.shape[3]]
+                write_array(g, f"mask{k}", m.astype(np.uint8), chunks=(1, 64, 64, 64),
+                            dimension_names=("region", "z", "y", "x"))
+                voxels += int(m.any(axis=0).sum())
             per_mod[mod] = {
                 "crop_offset_zyx": [a for a, _ in box],
                 "crop_shape_zyx": [b - a for a, b in box],
@@ -116,6 +124,7 @@ def patient_activations(
             "patient_id": patient_id,
             "encoder": encoder.describe(),
             "modalities": mods,
+            "regions": [name for name, _ in regions],
             "spacing_mm": spacing,
             "margin_voxels": margin,
             "per_modality": per_mod,

@@ -54,6 +54,8 @@ class AnalyzeSettings:
     """
 
     encoder: str | None = None
+    # mask region whose DRFs are analysed (default: the only one, else the lake's primary one)
+    region: str | None = None
     protocol: str = "paper"
     seed: int = 0
     n_train: int = 100
@@ -82,6 +84,7 @@ class CohortData:
     markers: pd.DataFrame    # patients x markers
     clinical: pd.DataFrame   # age, gender, grade, survival_days, event
     encoder: str
+    region: str = "roi"
 
     @property
     def ids(self) -> list[str]:
@@ -94,11 +97,34 @@ class CohortData:
             h.update(pd.util.hash_pandas_object(df, index=True).to_numpy().tobytes())
             h.update(",".join(map(str, df.columns)).encode())
         h.update(self.encoder.encode())
+        h.update(self.region.encode())
         return h.hexdigest()
 
 
-def load_cohort(lake: Lake, encoder: str | None = None) -> CohortData:
-    """Return the DRF table of one encoder joined with markers and clinical data.
+def analysed_region(con, encoder: str, region: str | None) -> str:
+    """Return the mask region to analyse: `region` if the encoder's features have it; else the
+    only region there is, else the lake's primary region (the first of patients.regions)."""
+    have = [r[0] for r in con.execute(
+        "SELECT DISTINCT region FROM features WHERE encoder = ? ORDER BY 1", [encoder]).fetchall()]
+    if region is not None:
+        if region not in have:
+            raise InputError(f"no features for region {region!r} (encoder {encoder}); the lake "
+                             f"has {', '.join(have)}")
+        return region
+    if len(have) == 1:
+        return have[0]
+    specs = [r[0] for r in con.execute(  # of a patient this encoder's features cover
+        "SELECT regions FROM patients WHERE regions IS NOT NULL AND patient_id IN "
+        "(SELECT patient_id FROM features WHERE encoder = ?) ORDER BY patient_id LIMIT 1",
+        [encoder]).fetchall()]
+    primary = specs[0].split()[0].split("=")[0] if specs else None
+    if primary in have:
+        return primary
+    raise InputError(f"the features have regions {', '.join(have)}; choose one with --region")
+
+
+def load_cohort(lake: Lake, encoder: str | None = None, region: str | None = None) -> CohortData:
+    """Return the DRF table of one encoder and mask region joined with markers and clinical data.
 
     Patients missing from any of the three are left out (logged); at least 10 must remain.
     """
@@ -113,12 +139,13 @@ def load_cohort(lake: Lake, encoder: str | None = None) -> CohortData:
         enc = encoder or encs[-1]
         if enc not in encs:
             raise InputError(f"no features for encoder {enc!r}; the lake has {', '.join(encs)}")
-        drf = con.execute("SELECT * FROM drf WHERE encoder = ?", [enc]).df()
+        reg = analysed_region(con, enc, region)
+        drf = con.execute("SELECT * FROM drf WHERE encoder = ? AND region = ?", [enc, reg]).df()
         markers = con.execute("SELECT * FROM immune_markers_wide").df()
         clinical = con.execute("SELECT * FROM clinical").df()
     finally:
         con.close()
-    drf = drf.drop(columns="encoder").set_index("patient_id").dropna(axis=1, how="all")
+    drf = drf.drop(columns=["encoder", "region"]).set_index("patient_id").dropna(axis=1, how="all")
     markers = markers.set_index("patient_id")
     clinical = clinical.set_index("patient_id")
     if markers.empty or clinical.empty:
@@ -133,7 +160,7 @@ def load_cohort(lake: Lake, encoder: str | None = None) -> CohortData:
         raise LakeError(f"{lake.url}: only {len(ids)} patients have DRFs, markers and clinical "
                         "data; at least 10 are needed")
     return CohortData(drf.loc[ids].astype(float), markers.loc[ids].astype(float),
-                      clinical.loc[ids], enc)
+                      clinical.loc[ids], enc, reg)
 
 
 def _split_feature(name: str) -> tuple[str | None, str]:
@@ -263,11 +290,12 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
 
     settings = settings or AnalyzeSettings()
     sched = sched or SchedulerSpec()
-    data = load_cohort(lake, settings.encoder)
+    data = load_cohort(lake, settings.encoder, settings.region)
     n = len(data.ids)
     n_train = settings.n_train if n >= 151 else max(5, round(n * settings.n_train / 151))
     n_train = min(n_train, n - 5)
-    params = {**asdict(settings), "encoder": data.encoder, "n_train_used": n_train, "n": n}
+    params = {**asdict(settings), "encoder": data.encoder, "region": data.region,
+              "n_train_used": n_train, "n": n}
     fp = data.fingerprint()
     if not force:
         previous = _matching_run(lake, params, fp)

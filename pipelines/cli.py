@@ -77,6 +77,27 @@ def synth(
             typer.echo(f"  {k}: {v}")
 
 
+RegionsOpt = Annotated[
+    str | None,
+    typer.Option(help="named sub-regions of label masks, e.g. 'core=1,4 whole=1,2,4 "
+                 "enhancing=4' (the first is the primary region; every label must be in one)"),
+]
+RegionsFileOpt = Annotated[
+    Path | None, typer.Option(help="TOML file with a [regions] table, e.g. core = [1, 4]"),
+]
+
+
+def _regions(spec: str | None, path: Path | None):
+    """Return the region set of --regions or --regions-file (None if neither is given)."""
+    from pipelines.regions import parse_regions, read_regions_file
+
+    if spec and path:
+        raise InputError("give --regions or --regions-file, not both")
+    if path:
+        return read_regions_file(path)
+    return parse_regions(spec) if spec else None
+
+
 @app.command()
 def ingest(
     manifest: Annotated[Path, typer.Argument(help="CSV: patient_id,modality,image,mask[,roi]")],
@@ -95,6 +116,8 @@ def ingest(
                      "(case-insensitive, first found wins), a regex, or a segment number; a roi "
                      "column in the manifest wins"),
     ] = None,
+    regions: RegionsOpt = None,
+    regions_file: RegionsFileOpt = None,
     clip: Annotated[
         str | None,
         typer.Option(help="robust normalisation: percentiles LO,HI of brain voxels, e.g. 0.5,99.5"),
@@ -122,7 +145,7 @@ def ingest(
             raise InputError(f"--clip expects LO,HI percentiles, got {clip!r}") from None
         clip_p = (lo, hi)
     settings = IngestSettings(spacing_mm=spacing, label=label, clip_percentiles=clip_p,
-                              cohort=cohort, roi=roi)
+                              cohort=cohort, roi=roi, regions=_regions(regions, regions_file))
     limits = IngestLimits(max_voxels=max_voxels,
                           memory_bytes=None if memory_limit is None else int(memory_limit * GIB))
     summary = run_ingest(
@@ -225,6 +248,14 @@ def run(
     clinical: Annotated[Path | None, typer.Option(help="clinical.csv (with MANIFEST)")] = None,
     immune: Annotated[Path | None, typer.Option(help="immune CSV (with MANIFEST)")] = None,
     expression: Annotated[Path | None, typer.Option(help="TPM TSV (with MANIFEST)")] = None,
+    label: Annotated[
+        int | None, typer.Option(help="mask label of the ROI (with MANIFEST)")
+    ] = None,
+    roi: Annotated[
+        str | None, typer.Option(help="RTSTRUCT ROI / SEG segment of DICOM masks (with MANIFEST)")
+    ] = None,
+    regions: RegionsOpt = None,
+    regions_file: RegionsFileOpt = None,
     encoder: Annotated[
         str, typer.Option(help="seeded | identity | path to a .pt state_dict")
     ] = "seeded",
@@ -258,7 +289,12 @@ def run(
         from pipelines.ingest import ingest as run_ingest
 
         typer.echo(str(run_ingest(manifest, lk, clinical=clinical, immune=immune,
-                                  expression=expression, settings=IngestSettings(cohort=cohort))))
+                                  expression=expression,
+                                  settings=IngestSettings(
+                                      cohort=cohort, label=label, roi=roi,
+                                      regions=_regions(regions, regions_file)))))
+    elif any(v is not None for v in (label, roi, regions, regions_file)):
+        raise InputError("--label, --roi and --regions apply to ingest: give a MANIFEST too")
     spec = _encoder_spec(encoder, seed, blocks, encoder_config)
     sched = SchedulerSpec(scheduler=scheduler, workers=workers)
     settings = QuantifySettings(
@@ -274,17 +310,21 @@ def run(
     _print_drf(lk, act["encoder"])
 
 
-def _print_drf(lk, encoder_name: str, rows: int = 3) -> None:
+def _print_drf(lk, encoder_name: str, rows: int = 3, df=None) -> None:
     from pipelines.sql import connect
 
-    con = connect(lk)
-    try:
-        df = con.execute("SELECT * FROM drf WHERE encoder = ? ORDER BY patient_id",
-                         [encoder_name]).df()
-    finally:
-        con.close()
-    n_feat = df.shape[1] - 2
-    typer.echo(f"DRF table ({encoder_name}): {len(df)} patients x {n_feat} features")
+    if df is None:
+        con = connect(lk)
+        try:
+            df = con.execute("SELECT * FROM drf WHERE encoder = ? ORDER BY region, patient_id",
+                             [encoder_name]).df()
+        finally:
+            con.close()
+    n_feat = df.shape[1] - 3
+    regions = df["region"].value_counts(sort=False).to_dict() if "region" in df else {}
+    per = ", ".join(f"{r} ({n})" for r, n in regions.items())
+    typer.echo(f"DRF table ({encoder_name}): {df['patient_id'].nunique() if len(df) else 0} "
+               f"patients x {n_feat} features; region (rows): {per or 'none'}")
     if len(df):
         show = df.iloc[:rows, : min(6, df.shape[1])]
         typer.echo(show.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -295,6 +335,9 @@ def features(
     lake: LakeOpt = "lake",
     encoder: Annotated[
         str | None, typer.Option(help="encoder name (default: the only or latest one)")
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option(help="mask region (default: all, one row per patient and region)")
     ] = None,
     export: Annotated[
         Path | None, typer.Option(help="write the DRF table to FILE.parquet or FILE.csv")
@@ -314,12 +357,19 @@ def features(
         name = encoder or encs[-1]
         if name not in encs:
             raise InputError(f"no features for encoder {name!r}; the lake has {', '.join(encs)}")
-        df = con.execute("SELECT * FROM drf WHERE encoder = ? ORDER BY patient_id", [name]).df()
+        df = con.execute("SELECT * FROM drf WHERE encoder = ? ORDER BY region, patient_id",
+                         [name]).df()
     finally:
         con.close()
+    if region is not None:
+        have = sorted(df["region"].unique())
+        if region not in have:
+            raise InputError(f"no DRFs of region {region!r}; encoder {name} has "
+                             f"{', '.join(have)}")
+        df = df[df["region"] == region]
     df = df.dropna(axis=1, how="all")
     if export is None:
-        _print_drf(lk, name)
+        _print_drf(lk, name, df=df)
         return
     suffix = export.suffix.lower()
     if suffix == ".parquet":
@@ -405,6 +455,10 @@ def _table_text(df, max_rows: int) -> str:
 def analyze(
     lake: LakeOpt = "lake",
     encoder: Annotated[str | None, typer.Option(help="encoder (default: latest)")] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(help="mask region to analyse (default: the only one, else the primary one)"),
+    ] = None,
     protocol: Annotated[
         str, typer.Option(help="paper (the seed's choices) | strict (leakage-free)")
     ] = "paper",
@@ -427,8 +481,9 @@ def analyze(
     from pipelines.lake import Lake
     from pipelines.scheduler import SchedulerSpec
 
-    settings = AnalyzeSettings(encoder=encoder, protocol=protocol, seed=seed, n_train=n_train,
-                               trees=trees, marker_trees=marker_trees, marker_cv=marker_cv,
+    settings = AnalyzeSettings(encoder=encoder, region=region, protocol=protocol, seed=seed,
+                               n_train=n_train, trees=trees, marker_trees=marker_trees,
+                               marker_cv=marker_cv,
                                permutation_repeats=permutation_repeats)
     r = run_analyze(Lake(lake), settings, SchedulerSpec(scheduler, workers), force=force)
     if r["skipped"]:

@@ -11,6 +11,7 @@ from pipelines.ingest import IngestSettings, ingest
 from pipelines.lake import Lake
 from pipelines.pipeline import run_activations, run_quantify
 from pipelines.quantify import QuantifySettings
+from pipelines.regions import read_regions_file, regions_text
 from pipelines.scheduler import SchedulerSpec
 from pipelines.sql import connect
 
@@ -20,7 +21,8 @@ def _cohort_matches(workdir: Path, patients: int, seed: int, biopsy_patients: in
     import json
 
     truth = workdir / "ground_truth.json"
-    if not truth.exists() or not (workdir / "manifest.csv").exists():
+    if not all((workdir / f).exists() for f in ("manifest.csv", "regions.toml")) \
+            or not truth.exists():
         return False
     try:
         g = json.loads(truth.read_text())
@@ -67,15 +69,16 @@ def run_demo(
         )
     lake = Lake(lake_url)
     echo(f"[2/7] ingest -> {lake.url}")
+    regions = read_regions_file(workdir / "regions.toml")
     main = ingest(
         workdir / "manifest.csv",
         lake,
         clinical=workdir / "clinical.csv",
         immune=workdir / "immune.csv",
         expression=workdir / "expression.tsv",
-        settings=IngestSettings(cohort="main"),
+        settings=IngestSettings(cohort="main", regions=regions),
     )
-    echo(f"      main cohort: {main}")
+    echo(f"      main cohort: {main}; mask regions {regions_text(regions)}")
     out = {"cohort": str(workdir), "lake": lake.url, "ingest": str(main)}
     if biopsy_patients > 0:
         bio = ingest(
@@ -94,14 +97,22 @@ def run_demo(
     echo(f"      {q['written']} fragment(s) written, {q['skipped']} unchanged")
     con = connect(lake)
     try:
-        drf = con.execute("SELECT * FROM drf WHERE encoder = ? ORDER BY patient_id",
+        drf = con.execute("SELECT * FROM drf WHERE encoder = ? ORDER BY region, patient_id",
                           [act["encoder"]]).df()
+        per_region = con.execute(
+            "SELECT region, count(DISTINCT patient_id) AS patients, count(*) AS values "
+            "FROM drf_long WHERE encoder = ? GROUP BY region ORDER BY region",
+            [act["encoder"]]).df()
     finally:
         con.close()
-    echo(f"DRF table: {len(drf)} patients x {drf.shape[1] - 2} features "
-         f"(45 per sequence); first rows:")
+    n_feat = drf.shape[1] - 3
+    echo(f"DRF table: {drf['patient_id'].nunique()} patients x {n_feat} features "
+         f"(45 per sequence) per mask region; first rows:")
     echo(drf.iloc[:3, :6].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    out.update(encoder=act["encoder"], drf_shape=(len(drf), drf.shape[1] - 2))
+    echo("DRFs per region (SELECT region, count(*) FROM drf_long GROUP BY region):")
+    echo(per_region.to_string(index=False))
+    out.update(encoder=act["encoder"], drf_shape=(drf["patient_id"].nunique(), n_feat),
+               regions=per_region["region"].tolist())
     echo("[5/7] analyze: correlations, Wilcoxon, log-rank, random forests (demo-sized forests)")
     from pipelines.analyze import AnalyzeSettings, run_analyze
 

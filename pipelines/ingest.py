@@ -52,13 +52,19 @@ from pipelines.limits import (
     ingest_peak_bytes,
 )
 from pipelines.preprocess import (
-    binary_mask,
     isotropic_grid,
     isotropic_grid_size,
     normalise_unit_range,
     resample_onto,
     same_physical_space,
     unit_range_image,
+)
+from pipelines.regions import (
+    Regions,
+    parse_regions,
+    region_voxel_counts,
+    regions_text,
+    stored_labels,
 )
 from pipelines.schemas import validate
 
@@ -68,9 +74,9 @@ MANIFEST_COLUMNS = ("patient_id", "modality", "image", "mask")
 # Version of the stored volume layout; part of every fingerprint so that a layout change
 # (2: images as uint16 steps of 1/65535; 3: normalised in float64 from the source dtype, which
 # can differ from 2 by one uint16 step; 4: DICOM headers reduced to the typed PS3.15 allow-list,
-# so volumes that kept a SeriesDescription are rewritten) re-ingests instead of silently keeping
-# old volumes.
-VOLUME_FORMAT = 4
+# so volumes that kept a SeriesDescription are rewritten; 5: masks stored as label maps with
+# named regions) re-ingests instead of silently keeping old volumes.
+VOLUME_FORMAT = 5
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,19 @@ class IngestSettings:
     modalities: tuple[str, ...] | None = None
     # RTSTRUCT ROI / SEG segment of masks whose manifest row has no roi (see dicom_masks)
     roi: str | None = None
+    # named sub-regions of label masks, e.g. (("core", (1, 4)), ("whole", (1, 2, 4))); None: the
+    # mask is binary (or --label picks one label) and its one region is "roi"
+    regions: Regions | None = None
 
     def __post_init__(self):
+        if isinstance(self.regions, str | list):
+            object.__setattr__(self, "regions", parse_regions(self.regions))
+        elif self.regions is not None:  # normalise and check a tuple given from Python
+            object.__setattr__(self, "regions", parse_regions(regions_text(
+                tuple((n, tuple(labs)) for n, labs in self.regions))))
+        if self.regions is not None and self.label is not None:
+            raise InputError("give --label (one ROI label) or --regions (named label sets), "
+                             "not both")
         if self.roi is not None and not isinstance(self.roi, str):  # a list of alternatives
             object.__setattr__(self, "roi", "|".join(str(r) for r in self.roi))
         if self.roi is not None and not str(self.roi).strip():
@@ -103,6 +120,7 @@ class IngestSettings:
         d = asdict(self)
         d["clip_percentiles"] = list(self.clip_percentiles) if self.clip_percentiles else None
         d["modalities"] = list(self.modalities) if self.modalities else None
+        d["regions"] = regions_text(self.regions) if self.regions else None
         return d
 
 
@@ -398,7 +416,8 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
     is isotropic at settings.spacing_mm over the first modality's physical extent (at most
     limits.max_voxels voxels).
     """
-    images, masks, sources, norm = {}, {}, {}, {}
+    images, masks, sources, norm, region_voxels = {}, {}, {}, {}, {}
+    regions = None
     reference = None
     mask_cache: dict[tuple, tuple[sitk.Image, dict]] = {}
     ref_spacing = None
@@ -422,11 +441,11 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
                 "resample the mask onto the image (nearest neighbour) before ingest"
             )
         label = settings.label if mask_info["format"] == "labels" else None  # DICOM masks are 0/1
-        roi = binary_mask(to_array(mimg), label, str(mask_path))
+        roi, regions = stored_labels(to_array(mimg), label, settings.regions, str(mask_path))
         if reference is None:
             reference = isotropic_grid(img, settings.spacing_mm, f"{img_path}: --spacing", limits)
             ref_spacing = img.GetSpacing()
-        roi_img = sitk.GetImageFromArray(roi.astype(np.uint8))
+        roi_img = sitk.GetImageFromArray(roi)
         roi_img.CopyInformation(mimg)
         rmask = sitk.GetArrayFromImage(resample_onto(roi_img, reference, "mask"))
         if not rmask.any():
@@ -434,13 +453,19 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
                 f"{mask_path}: ROI vanishes after resampling to {settings.spacing_mm} mm "
                 "(mask smaller than one voxel)"
             )
+        counts = region_voxel_counts(rmask, regions)
+        for (name, _), n in zip(regions, counts, strict=True):
+            if n == 0:
+                log.warning("%s %s: region %s has no voxel after resampling; its features will "
+                            "be missing", p.patient_id, mod, name)
+        region_voxels[mod] = {name: int(n) for (name, _), n in zip(regions, counts, strict=True)}
         masks[mod] = rmask.astype(np.uint8, copy=False)
         src = {
             "format": image_format(img_path),
             "spacing_xyz": list(img.GetSpacing()),
             "size_xyz": list(img.GetSize()),
             "pixel_type": img.GetPixelIDTypeAsString(),
-            "roi_voxels": int(roi.sum()),
+            "roi_voxels": int(np.count_nonzero(roi)),
             "mask": {**mask_info, "roi": roi_choice} if mask_info["format"] != "labels"
             else mask_info,
         }
@@ -480,7 +505,11 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
             },
             {"step": "normalise", "per_modality": norm},
         ],
-        "mask": {"label": settings.label if settings.label is not None else 1},
+        "mask": {"label": settings.label if settings.label is not None else 1}
+        if settings.regions is None else {"labels": "as in the mask"},
+        # region name -> the stored labels it takes; the first is the primary region
+        "regions": {name: list(labs) for name, labs in regions},
+        "region_voxels": region_voxels,
         "source": sources,
         "fingerprint": fingerprint,
         "run_id": run_id,
@@ -499,7 +528,8 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
         "source_spacing_x": float(ref_spacing[0]),
         "source_spacing_y": float(ref_spacing[1]),
         "source_spacing_z": float(ref_spacing[2]),
-        "mask_voxels": int(masks[first].sum()),
+        "mask_voxels": int(np.count_nonzero(masks[first])),
+        "regions": regions_text(regions),
         "fingerprint": fingerprint,
         "run_id": run_id,
     }

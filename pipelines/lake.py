@@ -5,7 +5,8 @@ Layout under the lake root (a local folder or any fsspec URL such as ``s3://buck
 
     volumes/<patient>.zarr          Zarr v3 group: images/<MOD> (z, y, x) intensities in [0, 1]
                                     stored as uint16 steps of 1/65535 (attribute scale_factor),
-                                    masks/<MOD> (z, y, x) uint8, spatial metadata in attributes
+                                    masks/<MOD> (z, y, x) uint8 labels (attrs["regions"]: name
+                                    -> labels), spatial metadata in attributes
     activations/<encoder>/<patient>.zarr
     tables/<table>/...parquet       one file per patient or per batch, written atomically
     tables/runs/<run_id>.parquet    the run log, one file per run
@@ -303,9 +304,10 @@ class Lake:
     ) -> str:
         """Write a patient's volume group under a temporary (invisible) name; return that path.
 
-        images: modality -> (z, y, x) float32 array; masks: modality -> (z, y, x) uint8 0/1 array.
-        attrs: spatial metadata (spacing, origin, direction, world_to_voxel, ...). Call
-        `commit_volume` to move it into place or `discard_staged` to drop it.
+        images: modality -> (z, y, x) float32 array; masks: modality -> (z, y, x) uint8 label
+        array (0 outside; attrs["regions"] names its label sets). attrs: spatial metadata
+        (spacing, origin, direction, world_to_voxel, ...). Call `commit_volume` to move it into
+        place or `discard_staged` to drop it.
         """
         pid = validate_patient_id(patient_id)
         tmp, group = self.stage_group("volumes", pid)

@@ -1,9 +1,10 @@
 """Quantify stage: texture quantifiers of every activation map plus shape, into the `features`
 table (seed 000, section 2.3).
 
-One Dask task per patient x sequence reads its activation crop from the lake, discretises each
-map (32 levels over the ROI's range by default), computes the first-order, GLCM, GLSZM and NGTDM
-families on every map of every layer and the shape features on the ROI mask, and writes its own
+One Dask task per patient x sequence reads its activation crop from the lake and, for every named
+region of the mask (core, whole, ...; "roi" for a binary mask), discretises each map (32 levels
+over the region's range by default), computes the first-order, GLCM, GLSZM and NGTDM families on
+every map of every layer and the shape features on the region's mask, and writes its own
 Parquet fragment ``tables/features/modality=<MOD>/encoder=<ENC>/<patient>.parquet`` atomically.
 A fragment records the hash of everything it was computed from (settings, activations) in its
 Parquet metadata; a rerun skips fragments whose hash matches and recomputes the others.
@@ -68,7 +69,8 @@ class QuantifySettings:
 def fragment_hash(settings: QuantifySettings, activation_fp: str, modality: str) -> str:
     """Return the hash a fragment is keyed on: settings, activations and sequence."""
     return sha256_text(canonical_json(
-        {"settings": settings.as_dict(), "activations": activation_fp, "modality": modality}
+        {"settings": settings.as_dict(), "activations": activation_fp, "modality": modality,
+         "layout": "per-region"}
     ))
 
 
@@ -108,6 +110,17 @@ def map_feature_rows(act: np.ndarray, mask: np.ndarray, spacing_mm: float,
     return rows
 
 
+def activation_regions(attrs: dict) -> list[str]:
+    """Return the region names of an activations group, in the order of its mask stacks."""
+    return list(attrs.get("regions") or ["roi"])
+
+
+def region_stack(mask: np.ndarray) -> np.ndarray:
+    """Return a layer's mask as a (region, z, y, x) bool stack (an old (z, y, x) mask: 1 region)."""
+    mask = np.asarray(mask).astype(bool)
+    return mask[None] if mask.ndim == 3 else mask
+
+
 def quantify_patient_modality(
     lake_url: str, storage_options: dict | None, patient_id: str, modality: str, encoder: str,
     settings: QuantifySettings, run_id: str, threads: int = 1, force: bool = False,
@@ -125,31 +138,37 @@ def quantify_patient_modality(
     if not force and existing_fragment_hash(lake, modality, encoder, patient_id) == want:
         return {"patient_id": patient_id, "modality": modality, "skipped": True, "rows": 0}
     spacing = float(attrs["spacing_mm"])
-    rows: list[tuple[int, int, str, float]] = []
+    regions = activation_regions(attrs)
+    rows: list[tuple[str, int, int, str, float]] = []
     g = group[modality]
     layers = attrs["per_modality"][modality]["layers"]
     for info in layers:
         k = int(info["layer"])
-        mask = g[f"mask{k}"][...].astype(bool)
-        if not mask.any():
-            log.warning("%s %s layer %d: ROI vanishes at stride %d; layer skipped",
-                        patient_id, modality, k, info["stride"])
-            continue
-        act = g[f"layer{k}"][...]
-        rows.extend((k, m, f, v) for m, f, v in map_feature_rows(act, mask, info["spacing_mm"],
-                                                                  settings))
+        masks = region_stack(g[f"mask{k}"][...])
+        act = None
+        for region, mask in zip(regions, masks, strict=True):
+            if not mask.any():
+                log.warning("%s %s region %s layer %d: no voxel at stride %d; skipped",
+                            patient_id, modality, region, k, info["stride"])
+                continue
+            act = g[f"layer{k}"][...] if act is None else act
+            rows.extend((region, k, m, f, v) for m, f, v in map_feature_rows(
+                act, mask, info["spacing_mm"], settings))
+        del act
     if settings.shape != "none":
         from pipelines.features.shape import shape_features
 
-        mask1 = g["mask1"][...].astype(bool)
         which = PAPER_SHAPE if settings.shape == "paper" else "all"
-        for f, v in shape_features(mask1, (spacing,) * 3, features=which).items():
-            rows.append((0, 0, f, float(v)))
-    df = pd.DataFrame(rows, columns=["layer", "map", "feature", "value"])
+        for region, mask1 in zip(regions, region_stack(g["mask1"][...]), strict=True):
+            if mask1.any():
+                for f, v in shape_features(mask1, (spacing,) * 3, features=which).items():
+                    rows.append((region, 0, 0, f, float(v)))
+    df = pd.DataFrame(rows, columns=["region", "layer", "map", "feature", "value"])
     df.insert(0, "patient_id", patient_id)
     df.insert(1, "modality", modality)
     df.insert(2, "encoder", encoder)
     df["run_id"] = run_id
+
     part, stem = fragment_rel(modality, encoder, patient_id)
     lake.write_table_atomic("features", df, name=stem, partition=part,
                             metadata={HASH_KEY: want.encode()})

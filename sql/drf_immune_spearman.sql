@@ -1,20 +1,21 @@
 -- depends: drf_long, immune_markers, macros
 -- Spearman correlation of every DRF with every immune marker (seed 000, Fig. 2), average ranks
--- for ties, per encoder; p_holm is Holm-adjusted over the whole heatmap of one encoder.
+-- for ties, per encoder and mask region; p_holm is Holm-adjusted over the whole heatmap of one
+-- encoder and region.
 CREATE OR REPLACE VIEW drf_immune_spearman AS
 WITH pairs AS (
-    SELECT d.encoder, d.modality, d.feature, m.marker, d.value AS x, m.value AS y
+    SELECT d.encoder, d.region, d.modality, d.feature, m.marker, d.value AS x, m.value AS y
     FROM drf_long AS d JOIN immune_markers AS m USING (patient_id)
     WHERE d.value IS NOT NULL AND m.value IS NOT NULL AND isfinite(d.value)
 ), ranked AS (
-    SELECT encoder, modality, feature, marker,
-        rank() OVER (PARTITION BY encoder, modality, feature, marker ORDER BY x)
-          + (count(*) OVER (PARTITION BY encoder, modality, feature, marker, x) - 1) / 2.0 AS rx,
-        rank() OVER (PARTITION BY encoder, modality, feature, marker ORDER BY y)
-          + (count(*) OVER (PARTITION BY encoder, modality, feature, marker, y) - 1) / 2.0 AS ry
+    SELECT encoder, region, modality, feature, marker,
+        rank() OVER (PARTITION BY encoder, region, modality, feature, marker ORDER BY x)
+          + (count(*) OVER (PARTITION BY encoder, region, modality, feature, marker, x) - 1) / 2.0 AS rx,
+        rank() OVER (PARTITION BY encoder, region, modality, feature, marker ORDER BY y)
+          + (count(*) OVER (PARTITION BY encoder, region, modality, feature, marker, y) - 1) / 2.0 AS ry
     FROM pairs
 ), rho AS (
-    SELECT encoder, modality, feature, marker, count(*) AS n, corr(rx, ry) AS rho
+    SELECT encoder, region, modality, feature, marker, count(*) AS n, corr(rx, ry) AS rho
     FROM ranked GROUP BY ALL
 ), tested AS (
     SELECT *, spearman_p(rho, n) AS p FROM rho
@@ -22,12 +23,12 @@ WITH pairs AS (
 SELECT * EXCLUDE (holm_i, holm_m),
     CASE WHEN p IS NULL THEN NULL ELSE
         least(1.0, max((holm_m - holm_i + 1) * p) OVER (
-            PARTITION BY encoder ORDER BY holm_i
+            PARTITION BY encoder, region ORDER BY holm_i
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
     END AS p_holm
 FROM (
     SELECT *,
-        row_number() OVER (PARTITION BY encoder ORDER BY p NULLS LAST) AS holm_i,
-        count(p) OVER (PARTITION BY encoder) AS holm_m
+        row_number() OVER (PARTITION BY encoder, region ORDER BY p NULLS LAST) AS holm_i,
+        count(p) OVER (PARTITION BY encoder, region) AS holm_m
     FROM tested
 );

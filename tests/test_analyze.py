@@ -36,6 +36,7 @@ def lake_from_tables(root, n: int, seed: int, effect_scale: float) -> Lake:
             df.insert(0, "patient_id", pid)
             df.insert(1, "modality", mod)
             df.insert(2, "encoder", "enc")
+            df.insert(3, "region", "roi")
             df["run_id"] = "r0"
             lake.write_table_atomic("features", df, name=pid,
                                     partition={"modality": mod, "encoder": "enc"})

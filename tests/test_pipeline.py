@@ -47,13 +47,15 @@ def test_pipeline_end_to_end_and_drf_shape(lake):
     assert q["written"] == 6 and q["skipped"] == 0
     df = features_frame(lake)
     assert set(df["layer"]) == {0, 1, 2} and set(df["map"]) == {0, 1, 2}
-    assert not df.duplicated(["patient_id", "modality", "layer", "map", "feature"]).any()
+    assert not df.duplicated(["patient_id", "modality", "region", "layer", "map",
+                              "feature"]).any()
+    assert set(df["region"]) == {"roi"}  # a binary mask: one region
     con = connect(lake)
     drf = con.execute("SELECT * FROM drf ORDER BY patient_id").df()
     con.close()
-    assert drf.shape == (3, 2 + 2 * 45)
+    assert drf.shape == (3, 3 + 2 * 45)
     assert {"T1__cm_contrast", "T2__morph_volume", "T2__ih_entropy"} <= set(drf.columns)
-    assert drf.drop(columns=["patient_id", "encoder"]).notna().all().all()
+    assert drf.drop(columns=["patient_id", "encoder", "region"]).notna().all().all()
     # the DRF is the mean over every map of every layer
     sel = df[(df.patient_id == "P001") & (df.modality == "T1") & (df.feature == "cm_contrast")]
     assert drf.loc[0, "T1__cm_contrast"] == pytest.approx(sel["value"].mean(), rel=1e-12)

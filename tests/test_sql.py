@@ -47,6 +47,7 @@ def stat_lake(tmp_path):
             df.insert(0, "patient_id", pid)
             df.insert(1, "modality", mod)
             df.insert(2, "encoder", "encA")
+            df.insert(3, "region", "roi")
             df["run_id"] = "r1"
             lk.write_table_atomic("features", df, name=pid,
                                   partition={"modality": mod, "encoder": "encA"})

@@ -39,7 +39,7 @@ def small_lake(tmp_path_factory):
     root = tmp_path_factory.mktemp("sandbox")
     lk = Lake(root / "lake")
     for pid in ("P001", "P002", "P003"):
-        df = pd.DataFrame({"patient_id": pid, "modality": "T1", "encoder": "encA",
+        df = pd.DataFrame({"patient_id": pid, "modality": "T1", "encoder": "encA", "region": "roi",
                            "layer": [1, 1], "map": [0, 1], "feature": "cm_contrast",
                            "value": [1.0, 2.0], "run_id": "r1"})
         lk.write_table_atomic("features", df, name=pid,

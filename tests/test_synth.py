@@ -229,7 +229,8 @@ def test_images_readable_on_declared_grids(cohort):
         mask = sitk.ReadImage(str(out / rows["mask"].iloc[0]))
         assert mask.GetPixelID() == sitk.sitkUInt8
         m = sitk.GetArrayFromImage(mask)
-        assert set(np.unique(m)) == {0, 1} and m.sum() > 50
+        assert set(np.unique(m)) <= {0, 1, 2, 4} and {0, 1, 2} <= set(np.unique(m))
+        assert np.isin(m, [1, 4]).sum() > 50  # the gross tumour (region core)
         assert np.allclose(mask.GetSpacing(), spec["spacing"], atol=1e-4)
         assert list(mask.GetSize()) == spec["size"]
         assert np.allclose(mask.GetDirection(), spec["direction"], atol=1e-6)
@@ -385,3 +386,16 @@ def test_choose_sites_respects_distance_and_margins():
     ].all()
     d = np.linalg.norm(ijk[:, None] - ijk[None], axis=-1)
     assert (d[np.triu_indices(6, 1)] >= 5.0).all()
+
+
+def test_label_map_core_is_the_thresholded_gross_tumour():
+    from pipelines.synth.cohort import label_map
+
+    rng = np.random.default_rng(0)
+    gross = rng.uniform(0, 1, (4, 5, 6)).astype(np.float32)
+    rim = gross * rng.uniform(0, 1, gross.shape).astype(np.float32)
+    whole = np.clip(gross + rng.uniform(0, 0.5, gross.shape), 0, 1).astype(np.float32)
+    out = label_map(gross, rim, whole)
+    np.testing.assert_array_equal(np.isin(out, [1, 4]), gross >= 0.5)
+    np.testing.assert_array_equal(out == 2, (whole >= 0.5) & (gross < 0.5))
+    np.testing.assert_array_equal(out == 4, (gross >= 0.5) & (rim >= 0.3 * gross))

@@ -3,7 +3,10 @@
 `make_cohort` writes, under ``out_dir``::
 
     manifest.csv                      patient_id,modality,image,mask (paths relative to out_dir)
-    images/<pid>/<pid>_<MOD>.nii.gz   MOD in T1, T1CE, T2, FLAIR; <pid>_mask.nii.gz (uint8 0/1)
+    regions.toml                      the masks' named regions: core = [1, 4], whole = [1, 2, 4],
+                                      enhancing = [4] (drlake ingest --regions-file)
+    images/<pid>/<pid>_<MOD>.nii.gz   MOD in T1, T1CE, T2, FLAIR; <pid>_mask.nii.gz (uint8 BraTS
+                                      labels: 1 core, 2 oedema, 4 enhancing)
     clinical.csv                      patient_id,age,gender,grade,survival_days,event
     immune.csv                        patient_id + 22 CIBERSORT cells (fraction of tissue)
     expression.tsv                    genes x samples TPM (column `gene`, then one per patient)
@@ -91,10 +94,41 @@ HEAD_POSITION_MM = ((-10.0, 10.0), (-10.0, 30.0), (10.0, 30.0))  # uniform range
 SITE_SHIFT_MM = 4.0  # the site grid's centre is off the head centre by up to this, per axis
 
 MASK_DESCRIPTION = (
-    "gross tumour: necrotic core + enhancing rim + non-enhancing tumour (normalised tumour "
-    "radius < 1, clipped to the brain); the peritumoral oedema is outside the mask. uint8 0/1 on "
-    "the image's grid (sampled with the same partial-volume operator and thresholded at 0.5)"
+    "BraTS-style label map, uint8 on the image's grid: 1 necrotic core + non-enhancing tumour, "
+    "4 enhancing rim, 2 peritumoral oedema, 0 elsewhere. The gross tumour (labels 1 and 4, the "
+    "region 'core' of regions.toml) is the partial-volume sample of necrotic core + enhancing rim "
+    "+ non-enhancing tumour thresholded at 0.5; inside it a voxel is 4 where the rim makes up "
+    "at least 30% of its tumour; outside it, 2 where tumour + oedema reach 0.5"
 )
+#: A gross-tumour voxel is labelled enhancing when the rim is at least this share of its tumour
+#: (a reader outlines enhancement that is visible, not only voxels that are mostly rim).
+ENHANCING_SHARE = 0.3
+#: BraTS labels of the synthetic masks (MASK_DESCRIPTION).
+LABEL_CORE, LABEL_OEDEMA, LABEL_ENHANCING = 1, 2, 4
+#: The named regions of the synthetic masks, primary first (written as regions.toml).
+REGIONS = (("core", (1, 4)), ("whole", (1, 2, 4)), ("enhancing", (4,)))
+
+
+def label_map(gross: np.ndarray, rim: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """Return the uint8 BraTS label map from partial-volume fractions on the output grid.
+
+    gross, rim, whole: fractions in [0, 1] of gross tumour, enhancing rim and tumour + oedema
+    (z, y, x). Labels as MASK_DESCRIPTION says: the gross tumour is exactly gross >= 0.5.
+    """
+    tumour = gross >= 0.5
+    out = np.zeros(gross.shape, np.uint8)
+    out[(whole >= 0.5) & ~tumour] = LABEL_OEDEMA
+    out[tumour] = np.where(rim[tumour] >= ENHANCING_SHARE * gross[tumour], LABEL_ENHANCING,
+                           LABEL_CORE)
+    return out
+
+
+def regions_toml(regions=REGIONS) -> str:
+    """Return the ``[regions]`` TOML table of a region set (``drlake ingest --regions-file``)."""
+    lines = ["# named sub-regions of the masks (drlake ingest --regions-file); first = primary",
+             "[regions]"]
+    lines += [f"{name} = [{', '.join(str(v) for v in labs)}]" for name, labs in regions]
+    return "\n".join(lines) + "\n"
 
 
 # --- geometry -------------------------------------------------------------------------------
@@ -152,10 +186,12 @@ def generate_patient_images(
     vols = A.render_sequences(labels, MODALITIES, tumour["enhancement"], texture, arng)
     mask = A.tumour_mask(labels)
 
-    stack = np.empty((len(MODALITIES) + 1,) + grid.shape, np.float32)
+    stack = np.empty((len(MODALITIES) + 3,) + grid.shape, np.float32)
     for c, mod in enumerate(MODALITIES):
         stack[c] = vols[mod] * A.bias_field(grid.shape, qrng.normal(0.0, BIAS_SD, (3, 2)))
-    stack[-1] = mask
+    stack[-3] = mask
+    stack[-2] = labels == A.RIM
+    stack[-1] = mask | (labels == A.OEDEMA)
     shift = qrng.uniform(-SITE_SHIFT_MM, SITE_SHIFT_MM, 3)
     origin = A.grid_origin(centre + shift, geo["size"], geo["spacing"], geo["direction"])
     sampled = A.sample_to_grid(stack, grid, geo["size"], geo["spacing"], origin, geo["direction"])
@@ -164,7 +200,7 @@ def generate_patient_images(
     for c, mod in enumerate(MODALITIES):
         noisy = A.rician(sampled[c], spec["noise_sd"], qrng)
         images[mod] = _store(noisy, spec["dtype"], gain, spec["range"])
-    out_mask = (sampled[-1] >= 0.5).astype(np.uint8)
+    out_mask = label_map(sampled[-3], sampled[-2], sampled[-1])
 
     truth = {
         "grade": "GBM" if latent_row["gbm"] else "LGG",
@@ -424,6 +460,7 @@ def _ground_truth(seed, n_patients, size, effect_scale, patients, biopsy) -> dic
         "expression": L.expression_truth(effect_scale),
         "sites": sites,
         "mask": MASK_DESCRIPTION,
+        "regions": {name: list(labs) for name, labs in REGIONS},
         "patients": patients,
     }
     if biopsy is not None:
@@ -488,10 +525,12 @@ def make_cohort(
         "immune": str(out / "immune.csv"),
         "expression": str(out / "expression.tsv"),
         "ground_truth": str(out / "ground_truth.json"),
+        "regions": str(out / "regions.toml"),
         "images": images,
         "biopsy": None,
     }
     _write_table(pd.DataFrame(manifest), out / "manifest.csv")
+    (out / "regions.toml").write_text(regions_toml(), encoding="utf-8")
     _write_table(tables["clinical"], out / "clinical.csv", float_format="%.1f")
     _write_table(tables["immune"], out / "immune.csv")
     _write_table(tables["expression"], out / "expression.tsv", sep="\t")
