@@ -193,9 +193,10 @@ def quantify(
     bin_count: Annotated[int | None, typer.Option(help="fixed bin number (default 32)")] = None,
     bin_size: Annotated[float | None, typer.Option(help="fixed bin size instead")] = None,
     families: Annotated[
-        str, typer.Option(help="comma-separated: firstorder,glcm,glszm,ngtdm,shape")
+        str, typer.Option(help="comma-separated families or 'all': localintensity, firstorder, "
+                          "ivh, glcm, glrlm, glszm, gldzm, ngtdm, ngldm, shape")
     ] = "firstorder,glcm,glszm,ngtdm,shape",
-    aggregation: Annotated[Aggregation, typer.Option(help="GLCM over 13 directions")] = (
+    aggregation: Annotated[Aggregation, typer.Option(help="GLCM/GLRLM over 13 directions")] = (
         Aggregation.averaged
     ),
     resample: Annotated[
@@ -211,7 +212,7 @@ def quantify(
 
     if bin_count is not None and bin_size is not None:
         raise InputError("give either --bin-count or --bin-size, not both")
-    fams = tuple(f.strip() for f in families.split(",") if f.strip())
+    fams = _families(families, with_shape=True)
     rows = quantify_case(
         image, mask, label=label, bin_count=None if bin_size is not None else (bin_count or 32),
         bin_size=bin_size, families=fams, aggregation=aggregation.value, resample_mm=resample,
@@ -229,6 +230,15 @@ def quantify(
         for r in rows:
             typer.echo(f"{r['name']:<{width}}  {r['family']:<10}  {r['ibsi_code'] or '-':<4}  "
                        f"{r['value']:.6g}")
+
+
+def _families(text: str, with_shape: bool) -> tuple[str, ...]:
+    """Return the families of a comma-separated --families value ('all': every one)."""
+    from pipelines.features.extract import ALL_FAMILIES
+
+    if text.strip() == "all":
+        return tuple(f for f in ALL_FAMILIES if with_shape or f != "shape")
+    return tuple(f.strip() for f in text.split(",") if f.strip())
 
 
 def _encoder_spec(encoder: str, seed: int, blocks: str, encoder_config: Path | None):
@@ -271,6 +281,10 @@ def run(
         Aggregation.averaged
     ),
     shape: Annotated[str, typer.Option(help="shape features: paper | all | none")] = "paper",
+    families: Annotated[
+        str, typer.Option(help="texture families per map, comma-separated or 'all' (adds local "
+                          "intensity, IVH, GLRLM, GLDZM, NGLDM)")
+    ] = "firstorder,glcm,glszm,ngtdm",
     workers: Annotated[int | None, typer.Option(help="local workers (default: cores)")] = None,
     scheduler: Annotated[
         str, typer.Option(help="threads | processes | sync | a cluster address tcp://host:8786")
@@ -299,7 +313,7 @@ def run(
     sched = SchedulerSpec(scheduler=scheduler, workers=workers)
     settings = QuantifySettings(
         bin_count=None if bin_size is not None else (bin_count or 32), bin_size=bin_size,
-        aggregation=aggregation.value, shape=shape,
+        aggregation=aggregation.value, shape=shape, families=_families(families, with_shape=False),
     )
     act = run_activations(lk, spec, sched, cohort=cohort, force=force)
     typer.echo(f"activations: encoder {act['encoder']}: {act['computed']} computed, "

@@ -25,7 +25,11 @@ from pipelines.lake import Lake, canonical_json, sha256_text
 
 log = logging.getLogger("drlake.quantify")
 
-TEXTURE_FAMILIES = ("firstorder", "glcm", "glszm", "ngtdm")
+#: Every non-shape IBSI 1 family quantify can compute on a map, in catalogue order.
+TEXTURE_FAMILIES = ("localintensity", "firstorder", "ivh", "glcm", "glrlm", "glszm", "gldzm",
+                    "ngtdm", "ngldm")
+#: The paper's families (seed 000, Table 2): the default, so fragment hashes stay as they were.
+DEFAULT_FAMILIES = ("firstorder", "glcm", "glszm", "ngtdm")
 PAPER_SHAPE = ("morph_volume", "morph_area_mesh", "morph_fractal_dim", "morph_porosity")
 HASH_KEY = b"drlake.params_hash"
 
@@ -42,7 +46,7 @@ class QuantifySettings:
     bin_count: int | None = 32
     bin_size: float | None = None
     aggregation: str = "averaged"
-    families: tuple[str, ...] = TEXTURE_FAMILIES
+    families: tuple[str, ...] = DEFAULT_FAMILIES
     shape: str = "paper"
 
     def __post_init__(self):

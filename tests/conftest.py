@@ -25,17 +25,21 @@ def find_reference() -> Path:
 
 REFERENCE = find_reference()
 IBSI_CSV = REFERENCE / "ibsi" / "ibsi1_digital_phantom_reference_3D_subset.csv"
+IBSI_FULL_CSV = REFERENCE / "ibsi" / "ibsi1_digital_phantom_reference.csv"
 
 
-def ibsi_reference(keep) -> list:
-    """Return pytest params, one per row of the IBSI 3D phantom reference whose tag passes
-    keep(tag); a single skipped param where the reference data is absent."""
+def ibsi_reference(keep, full: bool = False) -> list:
+    """Return pytest params, one per row of the IBSI phantom reference (the 3D subset, or with
+    `full` every aggregation) that passes keep(tag), or keep(row) with `full`; a single skipped
+    param where the reference data is absent."""
     import csv
 
-    if not IBSI_CSV.exists():
+    path = IBSI_FULL_CSV if full else IBSI_CSV
+    if not path.exists():
         return [pytest.param(None, marks=pytest.mark.skip(reason="no reference data"))]
-    with IBSI_CSV.open(newline="", encoding="utf-8") as f:
-        return [pytest.param(r, id=r["tag"]) for r in csv.DictReader(f) if keep(r["tag"])]
+    with path.open(newline="", encoding="utf-8") as f:
+        return [pytest.param(r, id=r["tag"]) for r in csv.DictReader(f)
+                if keep(r if full else r["tag"])]
 
 
 def agrees_with_reference(value: float, row: dict) -> bool:

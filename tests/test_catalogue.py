@@ -13,14 +13,24 @@ from pipelines.features.catalogue import CATALOGUE_PATH, feature_catalogue, pres
 from pipelines.features.extract import compute_features
 from pipelines.features.firstorder import IH_FEATURES, STAT_FEATURES
 from pipelines.features.glcm import GLCM_FEATURES
+from pipelines.features.gldzm import GLDZM_FEATURES
+from pipelines.features.glrlm import GLRLM_FEATURES
 from pipelines.features.glszm import GLSZM_FEATURES
+from pipelines.features.ivh import IVH_FEATURES
+from pipelines.features.localintensity import LOCAL_INTENSITY_FEATURES
+from pipelines.features.ngldm import NGLDM_FEATURES
 from pipelines.features.ngtdm import NGTDM_FEATURES
 
-FAMILY_TABLES = {
+FAMILY_TABLES = {  # catalogue (IBSI) order
+    "localintensity": LOCAL_INTENSITY_FEATURES,
     "firstorder": {**STAT_FEATURES, **IH_FEATURES},
+    "ivh": IVH_FEATURES,
     "glcm": GLCM_FEATURES,
+    "glrlm": GLRLM_FEATURES,
     "glszm": GLSZM_FEATURES,
+    "gldzm": GLDZM_FEATURES,
     "ngtdm": NGTDM_FEATURES,
+    "ngldm": NGLDM_FEATURES,
 }
 PAPER_SHAPE = {"morph_volume", "morph_area_mesh", "morph_fractal_dim", "morph_porosity"}
 
@@ -33,7 +43,7 @@ def test_columns_and_types():
     names = [r["name"] for r in rows]
     assert len(names) == len(set(names))
     for r in rows:
-        assert r["family"] in {"firstorder", "glcm", "glszm", "ngtdm", "shape"}
+        assert r["family"] in {*FAMILY_TABLES, "shape"}
         assert isinstance(r["paper41"], bool) and isinstance(r["paper45"], bool)
         assert r["unit"], r["name"]
         assert bool(r["paper_name"]) == r["paper45"], r["name"]
@@ -69,6 +79,17 @@ def test_codes_agree_with_the_ibsi_reference(shared_reference):
             name = name.removesuffix(suffix)
         assert cat[name]["ibsi_code"] == r["ibsi_code"], name  # match by name, not code
         seen.add(name)
+    full = shared_reference / "ibsi" / "ibsi1_digital_phantom_reference.csv"
+    with full.open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["aggregation"] in ("", "3D", "3D, averaged",
+                                                                       "3D, merged")]
+    for r in rows:  # the five families the 3D subset leaves out, from the full reference
+        name = r["tag"]
+        for suffix in ("_3D_avg", "_3D_comb", "_3D"):
+            name = name.removesuffix(suffix)
+        assert cat[name]["ibsi_code"] == r["ibsi_code"], name
+        seen.add(name)
+    assert {cat[n]["family"] for n in seen} == {*FAMILY_TABLES, "shape"}
     morph = {n for n in seen if n.startswith("morph_")}
     shape_rows = {n for n, r in cat.items() if r["family"] == "shape"}
     assert morph | {"morph_fractal_dim", "morph_porosity"} <= shape_rows

@@ -408,3 +408,143 @@ def test_quantify_case_unreadable_and_empty(tmp_path, small_case):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no DICOM series"):
         case_mod.quantify_case(tmp_path / "empty", mp)
+
+
+# --------------------------------------------------------------------------- the five new families
+
+NEW = ("localintensity", "ivh", "glrlm", "gldzm", "ngldm")
+NEW_LEVELS = ("ivh", "glrlm", "gldzm", "ngldm")  # read only the discretised ROI
+FULL_SUFFIXES = {"3D, averaged": ("_3D_avg", "averaged"), "3D, merged": ("_3D_comb", "merged"),
+                 "3D": ("_3D", "averaged"), "": ("", "averaged")}
+
+
+def _new_reference() -> list:
+    """One param per 3D reference row of the five new families (full phantom reference)."""
+    import csv
+
+    from conftest import REFERENCE
+
+    path = REFERENCE / "ibsi" / "ibsi1_digital_phantom_reference.csv"
+    if not path.exists():
+        return [pytest.param(None, marks=pytest.mark.skip(reason="no reference data"))]
+    with path.open(newline="", encoding="utf-8") as f:
+        return [pytest.param(r, id=r["tag"]) for r in csv.DictReader(f)
+                if r["tag"].startswith(("loc_", "ivh_", "rlm_", "dzm_", "ngl_"))
+                and r["aggregation"] in FULL_SUFFIXES]
+
+
+@pytest.fixture(scope="module")
+def phantom_new_features(phantom):
+    img, mask, spacing = phantom
+    return {agg: compute_features(img, mask, spacing, NEW, bin_size=1.0, aggregation=agg)
+            for agg in ("averaged", "merged")}
+
+
+def test_new_reference_rows_are_all_there():
+    rows = [p.values[0] for p in _new_reference()]
+    if rows == [None]:
+        pytest.skip("no reference data")
+    assert len(rows) == 2 + 6 + 32 + 16 + 17
+
+
+@pytest.mark.parametrize("row", _new_reference())
+def test_phantom_end_to_end_new_families(phantom_new_features, row):
+    suffix, agg = FULL_SUFFIXES[row["aggregation"]]
+    name = row["tag"].removesuffix(suffix)
+    value = phantom_new_features[agg][name]
+    ref = float(row["value"])
+    if row["tolerance"]:
+        assert abs(value - ref) <= float(row["tolerance"]), (name, value, ref)
+    else:
+        assert float(f"{value:.3g}") == float(f"{ref:.3g}"), (name, value, ref)
+
+
+def test_defaults_are_unchanged_and_every_family_is_registered(phantom):
+    from pipelines.features.extract import ALL_FAMILIES, FAMILIES
+
+    assert FAMILIES == ("firstorder", "glcm", "glszm", "ngtdm", "shape")
+    assert ALL_FAMILIES == ("localintensity", "firstorder", "ivh", "glcm", "glrlm", "glszm",
+                            "gldzm", "ngtdm", "ngldm", "shape")
+    img, mask, sp = phantom
+    default = compute_features(img, mask, sp)
+    assert list(default) == list(compute_features(img, mask, sp, FAMILIES))
+    assert not any(k.startswith(("loc_", "ivh_", "rlm_", "dzm_", "ngl_")) for k in default)
+    cat_families = list(dict.fromkeys(r["family"] for r in feature_catalogue()))
+    assert cat_families == list(ALL_FAMILIES)
+
+
+def test_new_families_output_order(phantom_new_features):
+    from pipelines.features.gldzm import GLDZM_FEATURES
+    from pipelines.features.glrlm import GLRLM_FEATURES
+    from pipelines.features.ivh import IVH_FEATURES
+    from pipelines.features.localintensity import LOCAL_INTENSITY_FEATURES
+    from pipelines.features.ngldm import NGLDM_FEATURES
+
+    want = [*LOCAL_INTENSITY_FEATURES, *IVH_FEATURES, *GLRLM_FEATURES, *GLDZM_FEATURES,
+            *NGLDM_FEATURES]
+    assert list(phantom_new_features["averaged"]) == want
+    assert all(isinstance(v, float) for v in phantom_new_features["merged"].values())
+
+
+def test_local_intensity_reads_outside_the_mask_and_uses_spacing():
+    img = np.zeros((15, 15, 15))
+    img[7, 7, 7] = 100.0
+    img[7, 7, 9] = 50.0  # outside the ROI, 2 voxels away along x
+    mask = np.zeros(img.shape, bool)
+    mask[7, 7, 7] = True
+    near = compute_features(img, mask, (1, 1, 1), ("localintensity",))
+    far = compute_features(img, mask, (1, 1, 4), ("localintensity",))  # 8 mm away: left out
+    d = np.indices((15, 15, 15)) - 7
+    n_near = ((d**2).sum(axis=0) <= 6.2035**2).sum()
+    n_far = ((d[0] ** 2 + d[1] ** 2 + (4 * d[2]) ** 2) <= 6.2035**2).sum()
+    assert near["loc_peak_loc"] == pytest.approx(150.0 / n_near)
+    assert far["loc_peak_loc"] == pytest.approx(100.0 / n_far)
+    bad = img.copy()
+    bad[7, 7, 7] = np.nan
+    with pytest.raises(InputError, match="non-finite"):
+        compute_features(bad, mask, (1, 1, 1), ("localintensity",))
+
+
+def test_new_families_one_voxel_and_constant_roi():
+    img = np.random.default_rng(0).normal(size=(4, 4, 4))
+    mask = np.zeros(img.shape, bool)
+    mask[2, 1, 3] = True
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        one = compute_features(img, mask, (1.0, 1.0, 1.0), NEW)
+        const = compute_features(np.full((5, 5, 5), 3.0), np.ones((5, 5, 5), bool), (1, 1, 1),
+                                 NEW)
+    assert not any(math.isnan(v) or math.isinf(v) for v in one.values())
+    assert one["loc_peak_loc"] == one["loc_peak_glob"]
+    assert one["rlm_sre"] == 1 and one["rlm_r_perc"] == 1
+    assert one["dzm_sde"] == 1 and one["ngl_lde"] == 1 and one["ngl_dc_energy"] == 1
+    assert one["ivh_v10"] == 0  # level 1 of G = [1, 32]: no voxel at 10 % intensity
+    assert const["loc_peak_glob"] == pytest.approx(3.0) and const["ivh_i50"] == 2
+    # 5^3 cube: dependence = product over axes of 2 (end) or 3 (inside) voxels, so
+    # mean j^2 = ((2 * 2^2 + 3 * 3^2) / 5)^3 = 7^3
+    assert const["dzm_lde"] == 1 and const["ngl_hde"] == pytest.approx(7**3)
+    assert const["rlm_glnu_norm"] == 1
+
+
+@settings(max_examples=30, deadline=None)
+@given(cases, st.integers(0, 3), st.floats(-1e6, 1e6))
+def test_new_families_invariant_to_padding_outside_the_mask(case, pad, fill):
+    img, mask = case
+    padded = np.pad(img, pad, constant_values=fill)
+    pmask = np.pad(mask, pad)
+    for agg in ("averaged", "merged"):
+        a = compute_features(img, mask, (1, 1, 1), NEW_LEVELS, aggregation=agg)
+        b = compute_features(padded, pmask, (1, 1, 1), NEW_LEVELS, aggregation=agg)
+        assert _same(a, b, rel=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cases, st.sampled_from([(0,), (1,), (2,), (0, 1), (0, 1, 2)]), st.permutations((0, 1, 2)))
+def test_new_families_invariant_to_flips_and_transposes(case, axes, perm):
+    img, mask = case
+    for agg in ("averaged", "merged"):
+        a = compute_features(img, mask, (1, 1, 1), NEW, aggregation=agg)
+        b = compute_features(np.flip(img, axes).transpose(perm),
+                             np.flip(mask, axes).transpose(perm), (1, 1, 1), NEW,
+                             aggregation=agg)
+        assert _same(a, b)

@@ -2,13 +2,18 @@
 
 Pure: arrays in, a dict of floats out. The input is validated once, cropped once to the mask's
 bounding box, discretised once into a zero-padded level crop, and every texture family reads
-that same crop (GLCM, GLSZM and NGTDM each run one numba kernel over it). Shape features come
-from :func:`pipelines.features.shape.shape_features` (imported lazily).
+that same crop (GLCM, GLRLM, GLSZM, GLDZM, NGTDM and NGLDM each run one numba kernel over it).
+Families are registered explicitly in :data:`REGISTRY` (name -> what it needs, how it is
+computed), in the catalogue's (IBSI) order. Local intensity reads the image around the ROI with
+the voxel spacing; shape features come from :func:`pipelines.features.shape.shape_features`
+(imported lazily).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,18 +21,93 @@ from pipelines.exceptions import InputError
 from pipelines.features import discretise as _d
 from pipelines.features.firstorder import histogram_features, intensity_statistics
 from pipelines.features.glcm import glcm_features, glcm_from_padded
+from pipelines.features.gldzm import features_from_zones, gldzm_from_padded
+from pipelines.features.glrlm import glrlm_features, glrlm_from_padded
 from pipelines.features.glszm import features_from_triplets, zone_triplets, zones_from_padded
+from pipelines.features.ivh import ivh_from_histogram
+from pipelines.features.localintensity import local_intensity_features
+from pipelines.features.ngldm import ngldm_features, ngldm_from_padded
 from pipelines.features.ngtdm import ngtdm_features, ngtdm_from_padded
 
-__all__ = ["compute_features", "FAMILIES", "MAX_TEXTURE_LEVELS", "MAX_HISTOGRAM_LEVELS"]
-
-FAMILIES = ("firstorder", "glcm", "glszm", "ngtdm", "shape")
+__all__ = ["compute_features", "FAMILIES", "ALL_FAMILIES", "REGISTRY", "MAX_TEXTURE_LEVELS",
+           "MAX_HISTOGRAM_LEVELS"]
 
 #: Largest number of grey levels the texture families accept (a GLCM stack of 13 Ng x Ng
 #: matrices must fit in memory); typically hit by a fixed bin size far below the ROI's range.
 MAX_TEXTURE_LEVELS = 1024
-#: Largest number of histogram bins when only first-order features are asked for.
+#: Largest number of histogram bins when only first-order / IVH features are asked for.
 MAX_HISTOGRAM_LEVELS = 65535
+
+
+@dataclass(frozen=True)
+class _Roi:
+    """What the families read: the checked image and mask, their crop, and the levels."""
+
+    image: np.ndarray  # the whole image (local intensity reads around the ROI)
+    mask: np.ndarray  # the whole boolean mask
+    mask_c: np.ndarray  # the mask cropped to its bounding box
+    spacing: tuple[float, float, float]
+    aggregation: str
+    values: np.ndarray | None = None  # ROI intensities
+    levels: np.ndarray | None = None  # padded level crop (0 outside the ROI)
+    hist: np.ndarray | None = None  # voxels per level, index = level (0 unused)
+    n_levels: int = 0
+    grid: tuple[float, float] = (1.0, 1.0)  # (intensity of level 1, step) for the IVH
+
+
+def _firstorder(r: _Roi) -> dict[str, float]:
+    return {**intensity_statistics(r.values), **histogram_features(r.hist[1:])}
+
+
+def _glszm(r: _Roi) -> dict[str, float]:
+    zl, zs = zones_from_padded(r.levels)
+    return features_from_triplets(*zone_triplets(zl, zs), int(r.values.size))
+
+
+def _gldzm(r: _Roi) -> dict[str, float]:
+    zl, zd = gldzm_from_padded(r.levels)  # the mask is both intensity and morphological mask
+    return features_from_zones(zl, zd, int(r.values.size))
+
+
+def _shape(r: _Roi) -> dict[str, float]:
+    from pipelines.features.shape import shape_features
+
+    return shape_features(r.mask_c, r.spacing)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A registered family: what it needs and the function computing its {tag: value}."""
+
+    compute: Callable[[_Roi], dict[str, float]]
+    levels: bool = False  # reads the discretised levels
+    texture: bool = False  # builds a texture matrix (MAX_TEXTURE_LEVELS applies)
+    intensities: bool = False  # reads raw ROI intensities (checked finite)
+
+
+#: Every family compute_features knows, in the catalogue's (IBSI) order.
+REGISTRY: dict[str, Family] = {
+    "localintensity": Family(
+        lambda r: local_intensity_features(r.image, r.mask, r.spacing), intensities=True),
+    "firstorder": Family(_firstorder, levels=True),
+    "ivh": Family(lambda r: ivh_from_histogram(r.hist[1:], *r.grid), levels=True),
+    "glcm": Family(lambda r: glcm_features(glcm_from_padded(r.levels, r.n_levels),
+                                           r.aggregation), levels=True, texture=True),
+    "glrlm": Family(lambda r: glrlm_features(glrlm_from_padded(r.levels, r.n_levels),
+                                             r.aggregation), levels=True, texture=True),
+    "glszm": Family(_glszm, levels=True, texture=True),
+    "gldzm": Family(_gldzm, levels=True, texture=True),
+    "ngtdm": Family(lambda r: ngtdm_features(*ngtdm_from_padded(r.levels, r.n_levels)),
+                    levels=True, texture=True),
+    "ngldm": Family(lambda r: ngldm_features(ngldm_from_padded(r.levels, r.n_levels)),
+                    levels=True, texture=True),
+    "shape": Family(_shape),
+}
+
+#: Every registered family name, in catalogue order.
+ALL_FAMILIES = tuple(REGISTRY)
+#: The default families of compute_features (the paper's quantifiers plus shape).
+FAMILIES = ("firstorder", "glcm", "glszm", "ngtdm", "shape")
 
 
 def _check_image(image) -> np.ndarray:
@@ -64,9 +144,9 @@ def _check_spacing(spacing) -> tuple[float, float, float]:
 
 def _check_families(families) -> tuple[str, ...]:
     fams = (families,) if isinstance(families, str) else tuple(families)
-    bad = [f for f in fams if f not in FAMILIES]
+    bad = [f for f in fams if f not in REGISTRY]
     if bad:
-        raise InputError(f"unknown feature families {bad}; choose from {FAMILIES}")
+        raise InputError(f"unknown feature families {bad}; choose from {ALL_FAMILIES}")
     return fams
 
 
@@ -83,14 +163,19 @@ def compute_features(
 
     ``image``: 3D (z, y, x) integer or float array; ``mask``: same shape, boolean or numeric
     (non-zero = ROI); ``spacing``: (dz, dy, dx) voxel size in mm in the array's axis order
-    (used by shape only: texture features count voxels). Discretisation for the histogram and
-    texture families: fixed bin size ``bin_size`` (IBSI FBS, bins from the ROI minimum) when
-    given, else fixed bin number ``bin_count`` (IBSI FBN over the ROI's range). ``aggregation``
-    of the 13 3D GLCMs: "averaged" or "merged". Families: "firstorder" (18 ``stat_*`` + 23
-    ``ih_*``), "glcm" (25 ``cm_*``), "glszm" (16 ``szm_*``), "ngtdm" (5 ``ngt_*``), "shape"
-    (``morph_*`` from pipelines.features.shape). Values are floats, NaN where IBSI leaves a
-    feature undefined. Raises InputError for invalid input (empty mask, shape mismatch,
-    non-finite ROI intensities, bad settings).
+    (used by shape and local intensity only: texture features count voxels). Discretisation
+    for the histogram, IVH and texture families: fixed bin size ``bin_size`` (IBSI FBS, bins
+    from the ROI minimum) when given, else fixed bin number ``bin_count`` (IBSI FBN over the
+    ROI's range). ``aggregation`` of the 13 3D GLCMs and GLRLMs: "averaged" or "merged".
+    Families (:data:`ALL_FAMILIES`; default :data:`FAMILIES`): "localintensity" (2 ``loc_*``,
+    image units, reads the image around the ROI), "firstorder" (18 ``stat_*`` + 23 ``ih_*``),
+    "ivh" (14 ``ivh_*``; intensities are the FBN levels, or for FBS the lowest intensity of
+    each bin, which is the intensity itself for integer images and bin size 1), "glcm" (25
+    ``cm_*``), "glrlm" (16 ``rlm_*``), "glszm" (16 ``szm_*``), "gldzm" (16 ``dzm_*``; the mask
+    is also the morphological mask), "ngtdm" (5 ``ngt_*``), "ngldm" (17 ``ngl_*``, distance 1,
+    coarseness 0), "shape" (``morph_*`` from pipelines.features.shape). Values are floats,
+    NaN where IBSI leaves a feature undefined. Raises InputError for invalid input (empty
+    mask, shape mismatch, non-finite ROI intensities, bad settings).
     """
     fams = _check_families(families)
     img = _check_image(image)
@@ -102,13 +187,15 @@ def compute_features(
     if box is None:
         raise InputError("the mask is empty: no ROI voxel to compute features on")
     img_c, msk_c = _d.kernel_image(img[box]), msk[box]  # views unless a dtype needs converting
-    parts: dict[str, dict[str, float]] = {}
-    texture = [f for f in fams if f in ("firstorder", "glcm", "glszm", "ngtdm")]
-    if texture:
+    specs = [REGISTRY[f] for f in fams]
+    roi = {"image": img, "mask": msk, "mask_c": msk_c, "spacing": sp, "aggregation": aggregation}
+    if any(s.levels or s.intensities for s in specs):
         values = img_c[msk_c]
         lo, hi = float(values.min()), float(values.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise InputError("the image has non-finite values (NaN or inf) inside the mask")
+        roi["values"] = values
+    if any(s.levels for s in specs):
         try:
             if bin_size is not None:
                 params = _d.fbs_parameters(lo, hi, float(bin_size), None)
@@ -119,28 +206,19 @@ def compute_features(
         except ValueError as e:
             raise InputError(f"discretisation: {e}") from e
         ng = params[3]
-        limit = (MAX_TEXTURE_LEVELS if any(f != "firstorder" for f in texture)
-                 else MAX_HISTOGRAM_LEVELS)
+        limit = MAX_TEXTURE_LEVELS if any(s.texture for s in specs) else MAX_HISTOGRAM_LEVELS
         if ng > limit:
             raise InputError(
                 f"discretisation gives {ng} grey levels, above {limit}; "
                 "use a larger bin_size or a smaller bin_count"
             )
         L, hist = _d.discretise_into(img_c, msk_c, params, 1, _d.level_dtype(ng))
-        n_roi = int(values.size)
-        if "firstorder" in texture:
-            parts["firstorder"] = {**intensity_statistics(values), **histogram_features(hist[1:])}
-        if "glcm" in texture:
-            parts["glcm"] = glcm_features(glcm_from_padded(L, ng), aggregation)
-        if "glszm" in texture:
-            zl, zs = zones_from_padded(L)
-            parts["glszm"] = features_from_triplets(*zone_triplets(zl, zs), n_roi)
-        if "ngtdm" in texture:
-            parts["ngtdm"] = ngtdm_features(*ngtdm_from_padded(L, ng))
-    if "shape" in fams:
-        from pipelines.features.shape import shape_features
-
-        parts["shape"] = shape_features(msk_c, sp)
+        # IVH grid: FBS levels as the lowest intensity of their bin (the intensity itself for
+        # integer images and bin size 1, IBSI's discrete case), FBN levels as they are
+        grid = (params[0], float(bin_size)) if bin_size is not None else (1.0, 1.0)
+        roi.update(levels=L, hist=hist, n_levels=ng, grid=grid)
+    r = _Roi(**roi)
+    parts = {f: REGISTRY[f].compute(r) for f in dict.fromkeys(fams)}
     out: dict[str, float] = {}
     for fam in fams:
         out.update(parts[fam])
