@@ -1,7 +1,7 @@
 """Ingest wall time and peak memory (RSS of the ingest process) on synthetic cohorts.
 
     python benchmarks/ingest.py                         # small demo cohort (24 patients)
-    python benchmarks/ingest.py --size paper --patients 151
+    python benchmarks/ingest.py --size paper --patients 151 --workers 1,2
     python benchmarks/ingest.py --memory                # one 512 x 512 x 400 float32 image
     python benchmarks/ingest.py --memory --shape 256,256,200 --format nrrd
 
@@ -27,17 +27,22 @@ CHILD = """
 import json, sys, time, resource
 from pipelines.ingest import ingest, IngestSettings
 from pipelines.lake import Lake
-root, lake = sys.argv[1], sys.argv[2]
+from pipelines.regions import read_regions_file
+from pipelines.scheduler import SchedulerSpec
+root, lake, scheduler, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sched = SchedulerSpec(scheduler, workers)
+settings = IngestSettings(regions=read_regions_file(f"{root}/regions.toml"))
+kw = dict(clinical=f"{root}/clinical.csv", immune=f"{root}/immune.csv",
+          expression=f"{root}/expression.tsv", progress=False, sched=sched, settings=settings)
 t0 = time.perf_counter()
-s = ingest(f"{root}/manifest.csv", Lake(lake), clinical=f"{root}/clinical.csv",
-           immune=f"{root}/immune.csv", expression=f"{root}/expression.tsv", progress=False)
+s = ingest(f"{root}/manifest.csv", Lake(lake), **kw)
 t1 = time.perf_counter()
-s2 = ingest(f"{root}/manifest.csv", Lake(lake), clinical=f"{root}/clinical.csv",
-            immune=f"{root}/immune.csv", expression=f"{root}/expression.tsv", progress=False)
+s2 = ingest(f"{root}/manifest.csv", Lake(lake), **kw)
 t2 = time.perf_counter()
+rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 print(json.dumps({"seconds": t1 - t0, "reingest_seconds": t2 - t1, "patients": len(s.ingested),
-                  "reingested": len(s2.ingested),
-                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "reingested": len(s2.ingested), "peak_rss_mib": rss / 1024}))
 """
 
 MEMORY_CHILD = """
@@ -127,6 +132,9 @@ def main() -> None:
     ap.add_argument("--shape", default="512,512,400", help="--memory: image size x,y,z")
     ap.add_argument("--format", default="nifti", choices=["nifti", "nrrd"],
                     help="--memory: image file format")
+    ap.add_argument("--workers", default="1,2",
+                    help="comma-separated worker counts to time (one ingest each)")
+    ap.add_argument("--scheduler", default="threads", choices=["threads", "processes"])
     args = ap.parse_args()
     if args.memory:
         memory_benchmark(args)
@@ -142,18 +150,25 @@ def main() -> None:
                     biopsy_patients=0, progress=False)
         synth_s = time.perf_counter() - t0
         size_mb = sum(f.stat().st_size for f in cohort.rglob("*") if f.is_file()) / 2**20
-        out = subprocess.run([sys.executable, "-c", CHILD, str(cohort), str(work / "lake")],
-                             capture_output=True, text=True, check=True)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        lake_mb = sum(f.stat().st_size for f in (work / "lake").rglob("*") if f.is_file()) / 2**20
+        runs = []
+        for w in (int(v) for v in args.workers.split(",")):
+            lake = work / f"lake-{w}"
+            shutil.rmtree(lake, ignore_errors=True)
+            out = subprocess.run([sys.executable, "-c", CHILD, str(cohort), str(lake),
+                                  args.scheduler, str(w)],
+                                 capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            r["workers"] = w
+            r["lake_mb"] = sum(f.stat().st_size for f in lake.rglob("*") if f.is_file()) / 2**20
+            runs.append(r)
     print(f"cohort: {args.patients} patients, size={args.size}, {size_mb:.0f} MiB of input files "
-          f"(synth {synth_s:.1f} s, not counted)")
-    per = r["seconds"] / args.patients
-    print(f"ingest wall time:   {r['seconds']:.1f} s  ({per:.2f} s/patient)")
-    print(f"reingest (no-op):   {r['reingest_seconds']:.2f} s, "
-          f"{r['reingested']} patients rewritten")
-    print(f"peak memory (RSS):  {r['peak_rss_mib']:.0f} MiB")
-    print(f"lake size:          {lake_mb:.0f} MiB")
+          f"(synth {synth_s:.1f} s, not counted); scheduler {args.scheduler}")
+    print("| workers | ingest s | s/patient | speed-up | reingest s | peak RSS MiB | lake MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in runs:
+        print(f"| {r['workers']} | {r['seconds']:.1f} | {r['seconds'] / args.patients:.2f} | "
+              f"{runs[0]['seconds'] / r['seconds']:.2f}x | {r['reingest_seconds']:.2f} | "
+              f"{r['peak_rss_mib']:.0f} | {r['lake_mb']:.0f} |")
 
 
 if __name__ == "__main__":

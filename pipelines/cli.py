@@ -130,12 +130,17 @@ def ingest(
         float | None,
         typer.Option(help="memory (GiB) ingest may use per patient (default: detected)"),
     ] = None,
+    workers: Annotated[int | None, typer.Option(help="local workers (default: cores)")] = None,
+    scheduler: Annotated[
+        str, typer.Option(help="threads | processes | sync | a cluster address tcp://host:8786")
+    ] = "threads",
 ):
     """Ingest image files and tables into the lake (resample, normalise, validate)."""
     from pipelines.ingest import IngestSettings
     from pipelines.ingest import ingest as run_ingest
     from pipelines.lake import Lake
     from pipelines.limits import GIB, IngestLimits
+    from pipelines.scheduler import SchedulerSpec
 
     clip_p = None
     if clip:
@@ -151,6 +156,7 @@ def ingest(
     summary = run_ingest(
         manifest, Lake(lake), clinical=clinical, immune=immune, expression=expression,
         biopsies=biopsies, settings=settings, limits=limits,
+        sched=SchedulerSpec(scheduler=scheduler, workers=workers),
     )
     typer.echo(str(summary))
 
@@ -298,19 +304,19 @@ def run(
     from pipelines.scheduler import SchedulerSpec
 
     lk = Lake(lake)
+    sched = SchedulerSpec(scheduler=scheduler, workers=workers)
     if manifest is not None:
         from pipelines.ingest import IngestSettings
         from pipelines.ingest import ingest as run_ingest
 
         typer.echo(str(run_ingest(manifest, lk, clinical=clinical, immune=immune,
-                                  expression=expression,
+                                  expression=expression, sched=sched,
                                   settings=IngestSettings(
                                       cohort=cohort, label=label, roi=roi,
                                       regions=_regions(regions, regions_file)))))
     elif any(v is not None for v in (label, roi, regions, regions_file)):
         raise InputError("--label, --roi and --regions apply to ingest: give a MANIFEST too")
     spec = _encoder_spec(encoder, seed, blocks, encoder_config)
-    sched = SchedulerSpec(scheduler=scheduler, workers=workers)
     settings = QuantifySettings(
         bin_count=None if bin_size is not None else (bin_count or 32), bin_size=bin_size,
         aggregation=aggregation.value, shape=shape, families=_families(families, with_shape=False),

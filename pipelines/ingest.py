@@ -12,6 +12,7 @@ skipped, and unchanged tables are not rewritten.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -19,14 +20,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
-from tqdm.auto import tqdm
 
 from pipelines import __version__
 from pipelines.dicom_masks import load_mask, mask_kind
-from pipelines.exceptions import InputError, SchemaError
+from pipelines.exceptions import DrlakeError, InputError, SchemaError
 from pipelines.imageio import (
     dicom_allowed_header,
     image_format,
@@ -66,6 +67,7 @@ from pipelines.regions import (
     regions_text,
     stored_labels,
 )
+from pipelines.scheduler import SchedulerSpec, limit_task_threads, run_tasks
 from pipelines.schemas import validate
 
 log = logging.getLogger("drlake.ingest")
@@ -420,6 +422,7 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
     regions = None
     reference = None
     mask_cache: dict[tuple, tuple[sitk.Image, dict]] = {}
+    resampled: dict[tuple, tuple] = {}  # the same key -> (lake mask, regions, counts, voxels)
     ref_spacing = None
     for mod, (img_path, mask_path) in p.files.items():
         img = read_image(img_path)
@@ -440,39 +443,42 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
                 f"{mask_path}: mask is not on the grid of image {img_path}: {diff}; "
                 "resample the mask onto the image (nearest neighbour) before ingest"
             )
-        label = settings.label if mask_info["format"] == "labels" else None  # DICOM masks are 0/1
-        roi, regions = stored_labels(to_array(mimg), label, settings.regions, str(mask_path))
         if reference is None:
             reference = isotropic_grid(img, settings.spacing_mm, f"{img_path}: --spacing", limits)
             ref_spacing = img.GetSpacing()
-        roi_img = sitk.GetImageFromArray(roi)
-        roi_img.CopyInformation(mimg)
-        rmask = sitk.GetArrayFromImage(resample_onto(roi_img, reference, "mask"))
-        if not rmask.any():
-            raise InputError(
-                f"{mask_path}: ROI vanishes after resampling to {settings.spacing_mm} mm "
-                "(mask smaller than one voxel)"
-            )
-        counts = region_voxel_counts(rmask, regions)
-        for (name, _), n in zip(regions, counts, strict=True):
-            if n == 0:
-                log.warning("%s %s: region %s has no voxel after resampling; its features will "
-                            "be missing", p.patient_id, mod, name)
-        region_voxels[mod] = {name: int(n) for (name, _), n in zip(regions, counts, strict=True)}
-        masks[mod] = rmask.astype(np.uint8, copy=False)
+        if key not in resampled:  # one mask on one grid is resampled once (not per sequence)
+            label = settings.label if mask_info["format"] == "labels" else None  # DICOM: 0/1
+            roi, regions = stored_labels(to_array(mimg), label, settings.regions, str(mask_path))
+            roi_img = sitk.GetImageFromArray(roi)
+            roi_img.CopyInformation(mimg)
+            rmask = sitk.GetArrayFromImage(resample_onto(roi_img, reference, "mask"))
+            if not rmask.any():
+                raise InputError(
+                    f"{mask_path}: ROI vanishes after resampling to {settings.spacing_mm} mm "
+                    "(mask smaller than one voxel)"
+                )
+            counts = region_voxel_counts(rmask, regions)
+            for (name, _), n in zip(regions, counts, strict=True):
+                if n == 0:
+                    log.warning("%s: region %s has no voxel after resampling; its features will "
+                                "be missing", mask_path, name)
+            resampled[key] = (rmask.astype(np.uint8, copy=False), regions,
+                              {name: int(n) for (name, _), n in zip(regions, counts, strict=True)},
+                              int(np.count_nonzero(roi)))
+            del roi, roi_img, rmask
+        masks[mod], regions, region_voxels[mod], roi_voxels = resampled[key]
         src = {
             "format": image_format(img_path),
             "spacing_xyz": list(img.GetSpacing()),
             "size_xyz": list(img.GetSize()),
             "pixel_type": img.GetPixelIDTypeAsString(),
-            "roi_voxels": int(np.count_nonzero(roi)),
+            "roi_voxels": roi_voxels,
             "mask": {**mask_info, "roi": roi_choice} if mask_info["format"] != "labels"
             else mask_info,
         }
         if image_format(img_path) == "dicom":  # Modality + typed acquisition parameters only
             src["dicom"] = dicom_allowed_header(img_path)
         sources[mod] = src
-        del roi, roi_img, rmask
         # Intensities: mapped onto [0, 1] in float64 arithmetic (int32 near 2**31 and float64
         # beyond float32 keep every level), then resampled and min-max normalised in place. Each
         # buffer is dropped as soon as the next exists: at most the source and one float32 copy,
@@ -588,6 +594,24 @@ def _ome_metadata(modalities: list[str], meta: dict) -> dict:
 
 
 # ---- the stage --------------------------------------------------------------------------------
+def stage_patient(lake_url: str, storage_options: dict | None, p: PatientInputs,
+                  settings: IngestSettings, fingerprint: str, run_id: str,
+                  limits: IngestLimits | None, token: str, threads: int = 1) -> dict:
+    """Prepare one patient and stage its volume in the lake (one Dask task of ingest).
+
+    Returns {patient_id, tmp (the staged path), row (its patients row)}, or {patient_id, error}
+    for a user error (DrlakeError), so that the other tasks run to the end; bugs raise.
+    """
+    limit_task_threads(threads)
+    lake = Lake(lake_url, storage_options)
+    try:
+        images, masks, attrs, row = prepare_patient(p, settings, fingerprint, run_id, limits)
+        tmp = lake.stage_volume(p.patient_id, images, masks, attrs, token=token)
+    except DrlakeError as e:
+        return {"patient_id": p.patient_id, "error": e}
+    return {"patient_id": p.patient_id, "tmp": tmp, "row": row}
+
+
 def ingest(
     manifest: str | Path,
     lake: Lake,
@@ -598,8 +622,12 @@ def ingest(
     settings: IngestSettings | None = None,
     progress: bool = True,
     limits: IngestLimits | None = None,
+    sched: SchedulerSpec | None = None,
 ) -> IngestSummary:
     """Ingest a cohort into the lake (all-or-nothing, idempotent). Returns what was done.
+
+    Patients are read, resampled and staged by one Dask task each on `sched` (default: local
+    threads, one per core; a cluster address works too), each bounded by one patient's memory.
 
     `limits` bounds the size of an image and its grid (voxels, memory); they are checked from
     the headers before any voxel is read. A failed run leaves the lake as it was; a failed first
@@ -642,29 +670,43 @@ def ingest(
             skipped.append(p.patient_id)
         else:
             todo.append(p)
+    sched = sched or SchedulerSpec()
+    if not sched.cluster_address and sched.scheduler != "sync":  # parallel patients share memory
+        limits = dataclasses.replace(limits, share=min(sched.n_workers, max(1, len(todo))))
     for p in todo:  # sizes from the headers, before any voxel is read
         check_image_sizes(p, settings, limits)
     run_id = new_run_id("ingest")
 
-    # 3. stage volumes under temporary names (invisible); any error removes them all, and the
-    # folders staging created (the lake's own folder too on a first ingest)
-    staged: list[tuple[str, str]] = []
-    rows = []
+    # 3. stage volumes under temporary names (invisible), one Dask task per patient; any error
+    # removes them all, and the folders staging created (the lake's own folder too on a first
+    # ingest). A user error in one task does not stop the others, so that every staged volume
+    # is known and removed before the first error (in manifest order) is raised.
     created = lake.absent_folders("volumes")
+    token = run_id.replace(":", "")
+    threads = sched.threads_per_task()
+    tasks = [
+        dask.delayed(stage_patient, pure=False)(
+            lake.url, lake.storage_options, p, settings, fps[p.patient_id], run_id, limits,
+            token, threads, dask_key_name=f"ingest-{p.patient_id}",
+        )
+        for p in todo
+    ]
     try:
-        bar = tqdm(todo, desc="ingest", unit="patient", disable=not progress or not todo)
-        for p in bar:
-            bar.set_postfix_str(p.patient_id)
-            images, masks, attrs, row = prepare_patient(p, settings, fps[p.patient_id], run_id,
-                                                        limits)
-            staged.append((p.patient_id, lake.stage_volume(p.patient_id, images, masks, attrs)))
-            rows.append(row)
-            del images, masks
+        results = run_tasks(tasks, sched, desc="ingest", progress=progress)
     except BaseException:
-        for _, tmp in staged:
-            lake.discard_staged(tmp)
+        for p in todo:
+            lake.discard_staged(lake.staged_path("volumes", p.patient_id, token))
         lake.remove_empty_folders(created)
         raise
+    failed = [r for r in results if "error" in r]
+    if failed:
+        for r in results:
+            if "tmp" in r:
+                lake.discard_staged(r["tmp"])
+        lake.remove_empty_folders(created)
+        raise failed[0]["error"]
+    staged = [(r["patient_id"], r["tmp"]) for r in results]
+    rows = [r["row"] for r in results]
 
     # 4. commit: the lake's folders, volumes, then the tables that make them visible, then the
     # run log

@@ -266,14 +266,21 @@ class Lake:
             read_only=read_only,
         )
 
-    def stage_group(self, folder: str, name: str) -> tuple[str, zarr.Group]:
+    def staged_path(self, folder: str, name: str, token: str) -> str:
+        """Return the temporary (invisible) path a group `name` is staged at under `token`."""
+        _check_path_component(name)
+        _check_path_component(token)
+        return self.path(folder, f".tmp-{name}-{token}.zarr")
+
+    def stage_group(self, folder: str, name: str,
+                    token: str | None = None) -> tuple[str, zarr.Group]:
         """Open a new Zarr v3 group under a temporary (invisible) name in `folder`.
 
         Returns (temporary path, group). Fill it, then `commit_group` it to `folder/name.zarr`
-        or `discard_staged` it.
+        or `discard_staged` it. A `token` (e.g. the run id) makes the name known in advance, so
+        that a stage whose tasks stage in parallel can discard them all after a failure.
         """
-        _check_path_component(name)
-        tmp = self.path(folder, f".tmp-{name}-{uuid.uuid4().hex[:8]}.zarr")
+        tmp = self.staged_path(folder, name, token or uuid.uuid4().hex[:8])
         return tmp, zarr.open_group(self._store(tmp), mode="w", zarr_format=3)
 
     def commit_group(self, tmp: str, folder: str, name: str) -> str:
@@ -301,6 +308,7 @@ class Lake:
         images: Mapping[str, np.ndarray],
         masks: Mapping[str, np.ndarray],
         attrs: Mapping,
+        token: str | None = None,
     ) -> str:
         """Write a patient's volume group under a temporary (invisible) name; return that path.
 
@@ -310,7 +318,7 @@ class Lake:
         place or `discard_staged` to drop it.
         """
         pid = validate_patient_id(patient_id)
-        tmp, group = self.stage_group("volumes", pid)
+        tmp, group = self.stage_group("volumes", pid, token)
         try:
             group.attrs.update(dict(attrs))
             imgs = group.require_group("images")

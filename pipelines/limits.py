@@ -30,6 +30,8 @@ class IngestLimits:
 
     max_voxels: int = 2**30
     memory_bytes: int | None = None
+    # patients ingested at once in this process (local parallel workers) share a detected budget
+    share: int = 1
 
     def __post_init__(self):
         if not self.max_voxels >= 1:
@@ -117,9 +119,12 @@ def check_voxels(where: str, size_xyz, limits: IngestLimits, what: str, fix: str
 
 def check_memory(where: str, need: int, limits: IngestLimits, fix: str) -> None:
     """Raise InputError naming `where` if `need` bytes exceed the memory limit."""
-    budget = limits.memory_bytes if limits.memory_bytes is not None else memory_budget_bytes()
+    budget = (limits.memory_bytes if limits.memory_bytes is not None
+              else memory_budget_bytes() // max(1, limits.share))
     if need > budget:
-        origin = "--memory-limit" if limits.memory_bytes is not None else "detected"
+        origin = ("--memory-limit" if limits.memory_bytes is not None else "detected"
+                  if limits.share <= 1 else f"detected, shared by {limits.share} workers; "
+                  "fewer --workers leave each more")
         raise InputError(
             f"{where}: ingesting it needs about {format_bytes(need)} of memory, but only "
             f"{format_bytes(budget)} is available ({origin}): {fix}"

@@ -40,10 +40,12 @@ def cohort_patients(lake: Lake, cohort: str | None = "main",
 
 
 def _activations_task(lake_url, storage_options, pid, spec: EncoderSpec, threads, force):
-    from pipelines.activations import patient_activations
-    from pipelines.quantify import _limit_threads
+    import torch  # noqa: F401  (loaded before its threads are capped)
 
-    _limit_threads(threads)
+    from pipelines.activations import patient_activations
+    from pipelines.scheduler import limit_task_threads
+
+    limit_task_threads(threads)
     encoder = _cached_encoder(spec)
     return patient_activations(Lake(lake_url, storage_options), pid, encoder, threads=threads,
                                force=force)

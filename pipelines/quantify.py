@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from pipelines.exceptions import InputError, LakeError
 from pipelines.lake import Lake, canonical_json, sha256_text
+from pipelines.scheduler import limit_task_threads
 
 log = logging.getLogger("drlake.quantify")
 
@@ -130,7 +131,7 @@ def quantify_patient_modality(
     settings: QuantifySettings, run_id: str, threads: int = 1, force: bool = False,
 ) -> dict:
     """Compute and write one features fragment; return a small summary (never the data)."""
-    _limit_threads(threads)
+    limit_task_threads(threads)
     t0 = time.perf_counter()
     lake = Lake(lake_url, storage_options)
     rel = f"activations/{encoder}/{patient_id}.zarr"
@@ -178,19 +179,3 @@ def quantify_patient_modality(
                             metadata={HASH_KEY: want.encode()})
     return {"patient_id": patient_id, "modality": modality, "skipped": False, "rows": len(df),
             "seconds": time.perf_counter() - t0}
-
-
-def _limit_threads(n: int) -> None:
-    """Cap the threads of torch/numba/BLAS inside a task so parallel workers don't oversubscribe."""
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, n))
-    except Exception:  # pragma: no cover - torch is a dependency, but a task must not die of it
-        pass
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(max(1, n))
-    except Exception:  # pragma: no cover
-        pass

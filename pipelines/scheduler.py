@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -63,6 +64,22 @@ class SchedulerSpec:
         if self.cluster_address or self.scheduler == "sync":
             return 1 if self.cluster_address else (os.cpu_count() or 1)
         return max(1, (os.cpu_count() or 1) // self.n_workers)
+
+
+def limit_task_threads(n: int) -> None:
+    """Cap the threads of BLAS/OpenMP (threadpoolctl), and of torch and SimpleITK where they are
+    loaded, inside a task, so that parallel workers do not oversubscribe the cores."""
+    n = max(1, int(n))
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except Exception:  # pragma: no cover - a task must not die of a thread cap
+        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    if "SimpleITK" in sys.modules:
+        sys.modules["SimpleITK"].ProcessObject.SetGlobalDefaultNumberOfThreads(n)
 
 
 class _TqdmCallback(Callback):

@@ -359,3 +359,119 @@ def test_patients_table_matches_schema(tmp_path, cohort):
     validate("patients", df)
     assert (df["mask_voxels"] > 0).all()
     assert isinstance(df, pd.DataFrame)
+
+
+# ---- ingest as a Dask graph -------------------------------------------------------------------
+def volumes_content(lake: Lake) -> dict:
+    """Return {patient: (images, masks, attrs without run id)} of every volume in the lake."""
+    out = {}
+    for pid in sorted(lake.read_table("patients")["patient_id"]):
+        v = lake.read_volume(pid)
+        attrs = {k: val for k, val in v.attrs.items() if k != "run_id"}
+        out[pid] = (v.images, v.masks, attrs)
+    return out
+
+
+def assert_same_volumes(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for pid in a:
+        for x, y in zip(a[pid][:2], b[pid][:2], strict=True):
+            assert x.keys() == y.keys()
+            for mod in x:
+                np.testing.assert_array_equal(x[mod], y[mod])
+        assert a[pid][2] == b[pid][2]
+
+
+def test_parallel_ingest_gives_the_same_lake_as_serial(tmp_path):
+    from pipelines.scheduler import SchedulerSpec
+
+    manifest = make_cohort_files(tmp_path / "c", n=4)
+    serial, parallel = Lake(tmp_path / "serial"), Lake(tmp_path / "parallel")
+    ingest(manifest, serial, sched=SchedulerSpec("sync"), progress=False)
+    s = ingest(manifest, parallel, sched=SchedulerSpec("processes", 2), progress=False)
+    assert sorted(s.ingested) == ["P001", "P002", "P003", "P004"]
+    assert_same_volumes(volumes_content(serial), volumes_content(parallel))
+    cols = ["patient_id", "mask_voxels", "regions", "fingerprint"]
+    pd.testing.assert_frame_equal(serial.read_table("patients")[cols].sort_values("patient_id"),
+                                  parallel.read_table("patients")[cols].sort_values("patient_id"))
+
+
+def test_one_bad_patient_among_parallel_tasks_leaves_the_lake_as_it_was(tmp_path):
+    from pipelines.scheduler import SchedulerSpec
+
+    lake = Lake(tmp_path / "lake")
+    ingest(make_cohort_files(tmp_path / "earlier", n=1), lake, progress=False)
+    before = lake_snapshot(lake)
+    c = tmp_path / "c"
+    manifest = make_cohort_files(c, n=4)
+    (c / "P003" / "T2.nii.gz").write_bytes(b"not an image")
+    with pytest.raises(InputError, match=r"P003[/\\]T2.nii.gz"):
+        ingest(manifest, lake, sched=SchedulerSpec("threads", 2), progress=False)
+    assert lake_snapshot(lake) == before  # the other patients' staged volumes are gone too
+
+
+def _start_cluster(tmp_path, workers: int = 2):
+    """Start `dask scheduler` and `dask worker` processes on 127.0.0.1; return (address, procs)."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    sfile = tmp_path / "scheduler.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", "0", "--no-dashboard", "--scheduler-file", str(sfile)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    deadline = time.time() + 60
+    while not sfile.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    address = json.loads(sfile.read_text())["address"]
+    for _ in range(workers):
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+             "--no-dashboard", "--host", "127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+    from distributed import Client
+
+    with Client(address) as client:
+        client.wait_for_workers(workers, timeout=60)
+    return address, procs
+
+
+def test_ingest_activations_and_quantify_on_a_real_cluster(tmp_path):
+    """A scheduler and two worker processes started as a user would (`dask scheduler`,
+    `dask worker`) run every stage; the lake is the same as a local run's."""
+    from pipelines.encoder import EncoderSpec
+    from pipelines.pipeline import run_activations, run_quantify
+    from pipelines.scheduler import SchedulerSpec
+    from pipelines.sql import connect
+
+    manifest = make_cohort_files(tmp_path / "c", n=3)
+    spec = EncoderSpec(blocks=(2, 2), seed=1)
+    local, remote = Lake(tmp_path / "local"), Lake(tmp_path / "remote")
+    ingest(manifest, local, sched=SchedulerSpec("sync"), progress=False)
+    act = run_activations(local, spec, SchedulerSpec("sync"), progress=False)
+    run_quantify(local, act["encoder"], sched=SchedulerSpec("sync"), progress=False)
+    address, procs = _start_cluster(tmp_path)
+    try:
+        cluster = SchedulerSpec(address=address)
+        s = ingest(manifest, remote, sched=cluster, progress=False)
+        run_activations(remote, spec, cluster, progress=False)
+        q = run_quantify(remote, act["encoder"], sched=cluster, progress=False)
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    assert len(s.ingested) == 3 and q["written"] == 6
+    assert_same_volumes(volumes_content(local), volumes_content(remote))
+
+    def features(lake):
+        con = connect(lake)
+        try:
+            return con.execute("SELECT * EXCLUDE (run_id) FROM features ORDER BY ALL").df()
+        finally:
+            con.close()
+
+    pd.testing.assert_frame_equal(features(local), features(remote), check_exact=True)
