@@ -87,7 +87,7 @@ def patient_activations(
     vol = lake.open_group(f"volumes/{patient_id}.zarr")
     spacing = float(attrs["spacing_zyx"][0])
     strides = encoder.strides()
-    margin = encoder.margin()
+    margin = encoder.margin(spacing)
     tmp, group = lake.stage_group(folder, patient_id)
     voxels = 0
     try:
@@ -101,7 +101,7 @@ def patient_activations(
             crop_img = decode_array(vol["images"][mod], sl)
             crop_masks = masks[(slice(None), *sl)]
             del masks
-            layers = encoder.activations(crop_img, threads=threads)
+            layers = encoder.activations(crop_img, threads=threads, spacing=(spacing,) * 3)
             g = group.require_group(mod)
             for k, (act, stride) in enumerate(zip(layers, strides, strict=True), start=1):
                 write_array(g, f"layer{k}", act.astype(np.float32), chunks=(1, 64, 64, 64),

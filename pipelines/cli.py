@@ -238,6 +238,28 @@ def quantify(
                        f"{r['value']:.6g}")
 
 
+@app.command("filter")
+def filter_image(
+    image: Annotated[Path, typer.Argument(help="image file (NIfTI, NRRD, MHA) or DICOM folder")],
+    encoder: Annotated[
+        str, typer.Option(help="filters:NAME_OR_FILE: a shipped bank (filters:pyradiomics, "
+                          "filters:ibsi2-phase2) or a .toml/.yaml/.json bank file")
+    ],
+    out: Annotated[Path, typer.Option(help="folder for the response maps (NIfTI)")],
+):
+    """Write every filter response of a bank for one image as NIfTI on the image's grid."""
+    from pipelines.filters.encoder import load_bank
+    from pipelines.filters.export import write_filter_responses
+
+    if not encoder.startswith("filters:"):
+        raise InputError(f"--encoder must be filters:NAME_OR_FILE, got {encoder!r}")
+    bank = load_bank(encoder)
+    paths = write_filter_responses(image, bank, out)
+    typer.echo(f"{len(paths)} response map(s) of bank {bank.name} written to {out}")
+    for p in paths:
+        typer.echo(f"  {p.name}")
+
+
 def _families(text: str, with_shape: bool) -> tuple[str, ...]:
     """Return the families of a comma-separated --families value ('all': every one)."""
     from pipelines.features.extract import ALL_FAMILIES
@@ -250,7 +272,8 @@ def _families(text: str, with_shape: bool) -> tuple[str, ...]:
 def _encoder_spec(encoder: str, seed: int, blocks: str, encoder_config: Path | None):
     from pipelines.encoder import spec_from_options
 
-    weights = encoder if encoder in ("seeded", "identity") else str(Path(encoder))
+    weights = (encoder if encoder in ("seeded", "identity") or encoder.startswith("filters:")
+               else str(Path(encoder)))
     return spec_from_options(weights=weights, seed=seed, blocks=blocks,
                              config=str(encoder_config) if encoder_config else None)
 
@@ -273,7 +296,9 @@ def run(
     regions: RegionsOpt = None,
     regions_file: RegionsFileOpt = None,
     encoder: Annotated[
-        str, typer.Option(help="seeded | identity | path to a .pt state_dict")
+        str, typer.Option(help="seeded | identity | path to a .pt state_dict | "
+                          "filters:NAME_OR_FILE (a filter bank: filters:pyradiomics, "
+                          "filters:ibsi2-phase2 or a .toml/.yaml file)")
     ] = "seeded",
     seed: Annotated[int, typer.Option(help="seed of the seeded encoder weights")] = 0,
     blocks: Annotated[str, typer.Option(help="maps per Conv3d block, e.g. 10,10")] = "10,10",
@@ -288,9 +313,10 @@ def run(
     ),
     shape: Annotated[str, typer.Option(help="shape features: paper | all | none")] = "paper",
     families: Annotated[
-        str, typer.Option(help="texture families per map, comma-separated or 'all' (adds local "
-                          "intensity, IVH, GLRLM, GLDZM, NGLDM)")
-    ] = "firstorder,glcm,glszm,ngtdm",
+        str | None, typer.Option(help="families per map, comma-separated or 'all' (default: the "
+                                 "encoder's: firstorder,glcm,glszm,ngtdm for the CNN; "
+                                 "firstorder for a filter bank)")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="local workers (default: cores)")] = None,
     scheduler: Annotated[
         str, typer.Option(help="threads | processes | sync | a cluster address tcp://host:8786")
@@ -319,7 +345,8 @@ def run(
     spec = _encoder_spec(encoder, seed, blocks, encoder_config)
     settings = QuantifySettings(
         bin_count=None if bin_size is not None else (bin_count or 32), bin_size=bin_size,
-        aggregation=aggregation.value, shape=shape, families=_families(families, with_shape=False),
+        aggregation=aggregation.value, shape=shape,
+        families=_families(families, with_shape=False) if families else None,
     )
     act = run_activations(lk, spec, sched, cohort=cohort, force=force)
     typer.echo(f"activations: encoder {act['encoder']}: {act['computed']} computed, "

@@ -8,7 +8,10 @@ count. Weights come from:
   same seed gives bit-identical weights on every machine and torch version;
 - a user checkpoint (a ``state_dict`` saved with ``torch.save``), loaded with strict key and
   shape checking;
-- the identity encoder: the image itself is the only map (conventional radiomics, same path).
+- the identity encoder: the image itself is the only map (conventional radiomics, same path);
+- a filter bank (``filters:NAME_OR_FILE``, IBSI 2): each filter response is a map
+  (:mod:`pipelines.filters.encoder`); the bank itself travels in the spec, so cluster workers
+  need no file.
 
 An encoder's identity is its architecture plus the sha256 of its weights; it names the lake's
 activation folder and is recorded in the run log.
@@ -33,7 +36,8 @@ class EncoderSpec:
     """Architecture and weight source of an encoder.
 
     blocks: maps per block (each block is one Conv3d + ReLU; a max-pool of `pool` separates
-    blocks). weights: "seeded", "identity", or a path to a .pt state_dict.
+    blocks). weights: "seeded", "identity", "filters" (extra["bank"] holds the bank), or a path
+    to a .pt state_dict.
     """
 
     blocks: tuple[int, ...] = (10, 10)
@@ -46,7 +50,9 @@ class EncoderSpec:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.weights != "identity":
+        if self.is_filters and not isinstance(self.extra.get("bank"), dict):
+            raise InputError("a filter-bank encoder needs its bank (use filters:NAME_OR_FILE)")
+        if self.weights not in ("identity", "filters"):
             if not self.blocks or any(int(b) < 1 for b in self.blocks):
                 raise InputError(f"encoder blocks must be positive map counts, got {self.blocks}")
             if self.kernel < 1 or self.kernel % 2 == 0:
@@ -56,10 +62,16 @@ class EncoderSpec:
     def is_identity(self) -> bool:
         return self.weights == "identity"
 
+    @property
+    def is_filters(self) -> bool:
+        return self.weights == "filters"
+
     def architecture(self) -> dict:
         """Return the JSON-able architecture (no weights)."""
         if self.is_identity:
             return {"type": "identity"}
+        if self.is_filters:
+            return {"type": "filter-bank", "bank": self.extra["bank"]}
         return {
             "type": "conv3d-relu-blocks",
             "blocks": list(self.blocks),
@@ -156,13 +168,31 @@ class Encoder:
     def n_layers(self) -> int:
         return 1 if self.module is None else len(self.spec.blocks)
 
+    @property
+    def default_families(self) -> tuple[str, ...]:
+        """Return the texture families quantify computes on this encoder's maps by default."""
+        from pipelines.quantify import DEFAULT_FAMILIES
+
+        return DEFAULT_FAMILIES
+
+    def map_names(self) -> list[list[str]]:
+        """Return the name of every map of every layer: "image" or "conv<k>.<map>"."""
+        if self.module is None:
+            return [["image"]]
+        return [[f"conv{k}.{m}" for m in range(int(b))]
+                for k, b in enumerate(self.spec.blocks, start=1)]
+
+    def map_params(self) -> list[list[dict | None]]:
+        """Return each map's filter spec (None: not a filter)."""
+        return [[None] * len(names) for names in self.map_names()]
+
     def strides(self) -> list[int]:
         """Return the stride of every layer relative to the input grid."""
         if self.module is None:
             return [1]
         return [self.spec.pool**i for i in range(len(self.spec.blocks))]
 
-    def margin(self) -> int:
+    def margin(self, spacing_mm: float = 1.0) -> int:
         """Return the receptive-field half-width (voxels) of the deepest layer.
 
         Cropping the ROI's bounding box with this margin gives the same activations inside the
@@ -188,12 +218,15 @@ class Encoder:
             "seed": self.spec.seed if self.spec.weights == "seeded" else None,
             "weights_sha256": self.weights_hash,
             "identity_sha256": self.identity_hash,
+            "default_families": list(self.default_families),
         }
 
-    def activations(self, volume: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
+    def activations(self, volume: np.ndarray, threads: int | None = None,
+                    spacing=None) -> list[np.ndarray]:
         """Return every layer's activations of a (z, y, x) volume, each (maps, z', y', x').
 
-        float32; layer k has stride `strides()[k]` (max-pooling floors odd sizes).
+        float32; layer k has stride `strides()[k]` (max-pooling floors odd sizes). `spacing` is
+        not used (the CNN works in voxels); filter-bank encoders take it.
         """
         x = np.ascontiguousarray(volume, dtype=np.float32)
         if self.module is None:
@@ -205,8 +238,13 @@ class Encoder:
         return [o[0].numpy() for o in outs]
 
 
-def build_encoder(spec: EncoderSpec) -> Encoder:
-    """Return an Encoder for a spec, loading or generating its weights."""
+def build_encoder(spec: EncoderSpec):
+    """Return an Encoder for a spec, loading or generating its weights (a FilterEncoder for a
+    filter bank)."""
+    if spec.is_filters:
+        from pipelines.filters.encoder import FilterEncoder, bank_from_dict
+
+        return FilterEncoder(bank_from_dict(spec.extra["bank"], "the encoder's bank"))
     if spec.is_identity:
         return Encoder(spec, None, hashlib.sha256(b"identity").hexdigest())
     module = ConvEncoder(spec)
@@ -261,7 +299,14 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: 
 
 def spec_from_options(weights: str = "seeded", seed: int = 0, blocks: str = "10,10",
                       config: str | None = None) -> EncoderSpec:
-    """Return an EncoderSpec from CLI options (a JSON config file overrides the defaults)."""
+    """Return an EncoderSpec from CLI options (a JSON config file overrides the defaults).
+
+    weights ``filters:NAME_OR_FILE`` reads a filter bank (a shipped one or a file) into the spec.
+    """
+    if weights.startswith("filters:"):
+        from pipelines.filters.encoder import load_bank
+
+        return EncoderSpec(weights="filters", extra={"bank": load_bank(weights).as_dict()})
     kw: dict = {}
     if config:
         p = Path(config)
@@ -293,4 +338,6 @@ def spec_as_dict(spec: EncoderSpec) -> dict:
     """Return a JSON-able dict of a spec."""
     d = asdict(spec)
     d["blocks"] = list(spec.blocks)
+    if spec.is_filters:  # a bank is its filters, not a CNN's blocks
+        return {"weights": "filters", "bank": spec.extra["bank"]}
     return d

@@ -7,10 +7,12 @@ read from and write to the lake themselves and return small summaries.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 import dask
+import pandas as pd
 
 from pipelines.encoder import EncoderSpec, build_encoder, spec_as_dict
 from pipelines.exceptions import LakeError
@@ -61,6 +63,19 @@ def _cached_encoder(spec: EncoderSpec):
     return _ENCODERS[key]
 
 
+def encoder_maps_rows(encoder) -> pd.DataFrame:
+    """Return the encoder_maps rows of an encoder: what each (layer, map) is."""
+    rows = []
+    for k, (names, params) in enumerate(zip(encoder.map_names(), encoder.map_params(),
+                                            strict=True), start=1):
+        for m, (name, spec) in enumerate(zip(names, params, strict=True)):
+            rows.append({"encoder": encoder.name, "layer": k, "map": m, "map_name": name,
+                         "filter": spec["filter"] if spec else None,
+                         "parameters": json.dumps(spec["params"], sort_keys=True)
+                         if spec else None})
+    return pd.DataFrame(rows)
+
+
 def run_activations(lake: Lake, spec: EncoderSpec, sched: SchedulerSpec | None = None,
                     cohort: str | None = "main", patients: list[str] | None = None,
                     force: bool = False, progress: bool = True) -> dict:
@@ -80,6 +95,9 @@ def run_activations(lake: Lake, spec: EncoderSpec, sched: SchedulerSpec | None =
     t0 = time.perf_counter()
     with lake.run("activations", params, encoder_hash=encoder.identity_hash) as run:
         results = run_tasks(tasks, sched, desc=f"activations {encoder.name}", progress=progress)
+        if not any(f.endswith(f"/{encoder.name}.parquet")  # its maps are fixed by its hash
+                   for f in lake.table_files("encoder_maps")):
+            lake.write_table_atomic("encoder_maps", encoder_maps_rows(encoder), name=encoder.name)
         done = sum(not r["skipped"] for r in results)
         run.message = (f"encoder {encoder.name}: {done} patient(s) computed, "
                        f"{len(results) - done} unchanged")

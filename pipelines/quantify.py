@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,9 @@ class QuantifySettings:
     bin_count: int | None = 32
     bin_size: float | None = None
     aggregation: str = "averaged"
-    families: tuple[str, ...] = DEFAULT_FAMILIES
+    # None: the encoder's default (the paper's four for the CNN and identity; intensity only,
+    # "firstorder", for a filter bank, as IBSI 2 asks)
+    families: tuple[str, ...] | None = None
     shape: str = "paper"
 
     def __post_init__(self):
@@ -59,7 +61,9 @@ class QuantifySettings:
             raise InputError(f"bin size must be > 0, got {self.bin_size}")
         if self.aggregation not in ("averaged", "merged"):
             raise InputError(f"aggregation must be averaged or merged, got {self.aggregation!r}")
-        bad = [f for f in self.families if f not in TEXTURE_FAMILIES]
+        if self.families is not None:
+            object.__setattr__(self, "families", tuple(self.families))
+        bad = [f for f in self.families or () if f not in TEXTURE_FAMILIES]
         if bad:
             raise InputError(f"unknown feature families {bad}; choose from {TEXTURE_FAMILIES}")
         if self.shape not in ("paper", "all", "none"):
@@ -67,7 +71,7 @@ class QuantifySettings:
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d["families"] = list(self.families)
+        d["families"] = list(self.families) if self.families is not None else None
         return d
 
 
@@ -115,6 +119,15 @@ def map_feature_rows(act: np.ndarray, mask: np.ndarray, spacing_mm: float,
     return rows
 
 
+def resolved_settings(settings: QuantifySettings, attrs: dict) -> QuantifySettings:
+    """Return the settings with families None replaced by the encoder's default families (from
+    an activations group's attributes; the paper's four where the encoder names none)."""
+    if settings.families is not None:
+        return settings
+    fams = (attrs.get("encoder") or {}).get("default_families") or DEFAULT_FAMILIES
+    return replace(settings, families=tuple(fams))
+
+
 def activation_regions(attrs: dict) -> list[str]:
     """Return the region names of an activations group, in the order of its mask stacks."""
     return list(attrs.get("regions") or ["roi"])
@@ -139,6 +152,7 @@ def quantify_patient_modality(
     attrs = dict(group.attrs)
     if modality not in attrs["modalities"]:
         raise LakeError(f"{rel}: no activations for sequence {modality}")
+    settings = resolved_settings(settings, attrs)
     want = fragment_hash(settings, attrs["fingerprint"], modality)
     if not force and existing_fragment_hash(lake, modality, encoder, patient_id) == want:
         return {"patient_id": patient_id, "modality": modality, "skipped": True, "rows": 0}
