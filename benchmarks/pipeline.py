@@ -2,6 +2,7 @@
 
     python benchmarks/pipeline.py --lake /path/to/lake --workers 1 2
     python benchmarks/pipeline.py --lake /path/to/lake --workers 2 --replicate 4
+    python benchmarks/pipeline.py --lake /path/to/lake --workers 2 --encoder filters:bank.toml
 
 Each configuration runs on a fresh dask LocalCluster of worker processes (one thread each) with
 --force, so every patient is recomputed; the peak resident memory of every worker process is read
@@ -47,10 +48,10 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_once(lake, patients: list[str], workers: int) -> dict:
+def run_once(lake, patients: list[str], workers: int, encoder: str = "seeded") -> dict:
     from distributed import LocalCluster
 
-    from pipelines.encoder import EncoderSpec
+    from pipelines.encoder import spec_from_options
     from pipelines.pipeline import run_activations, run_quantify
     from pipelines.scheduler import SchedulerSpec
 
@@ -58,8 +59,8 @@ def run_once(lake, patients: list[str], workers: int) -> dict:
                       dashboard_address=None) as cluster:
         sched = SchedulerSpec(address=cluster.scheduler_address)
         t0 = time.perf_counter()
-        act = run_activations(lake, EncoderSpec(), sched, cohort=None, patients=patients,
-                              force=True, progress=False)
+        act = run_activations(lake, spec_from_options(weights=encoder), sched, cohort=None,
+                              patients=patients, force=True, progress=False)
         t1 = time.perf_counter()
         run_quantify(lake, act["encoder"], sched=sched, cohort=None, patients=patients,
                      force=True, progress=False)
@@ -68,8 +69,18 @@ def run_once(lake, patients: list[str], workers: int) -> dict:
 
         with Client(cluster) as client:
             rss = client.run(peak_rss_mib)
-    return {"workers": workers, "patients": len(patients), "activations_s": t1 - t0,
+    return {"workers": workers, "patients": len(patients), "maps": sum(
+                len(n) for n in act_maps(act)), "activations_s": t1 - t0,
             "quantify_s": t2 - t1, "total_s": t2 - t0, "peak_rss_mib": sorted(rss.values())}
+
+
+def act_maps(act: dict) -> list[list[str]]:
+    """Return the map names per layer of an activations summary's encoder."""
+    ident = act["encoder_identity"]
+    if "map_names" in ident:
+        return [ident["map_names"]]
+    arch = ident["architecture"]
+    return [["image"]] if arch["type"] == "identity" else [list(range(b)) for b in arch["blocks"]]
 
 
 def main() -> None:
@@ -77,6 +88,8 @@ def main() -> None:
     ap.add_argument("--lake", required=True)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--replicate", type=int, default=1)
+    ap.add_argument("--encoder", default="seeded",
+                    help="seeded | identity | filters:NAME_OR_FILE (a filter bank)")
     args = ap.parse_args()
 
     from pipelines.lake import Lake
@@ -88,9 +101,10 @@ def main() -> None:
     else:
         patients = [p for p, _ in cohort_patients(lake, "main")]
         patients = [p for p in patients if "-r" not in p]
-    n_maps = 20
-    results = [run_once(lake, patients, w) for w in args.workers]
-    print(f"lake {lake.url}: {len(patients)} patients x 4 sequences x {n_maps} maps")
+    results = [run_once(lake, patients, w, args.encoder) for w in args.workers]
+    n_maps = results[0]["maps"]
+    print(f"lake {lake.url}: {len(patients)} patients x 4 sequences x {n_maps} maps "
+          f"(encoder {args.encoder})")
     print(f"{'workers':>7} {'activations s':>14} {'quantify s':>11} {'total s':>8} "
           f"{'maps/s':>7}  peak RSS per worker (MiB)")
     for r in results:

@@ -158,7 +158,8 @@ def binary_mask(arr: np.ndarray, label: int | None, where: str) -> np.ndarray:
         if extra:
             shown = ", ".join(str(v) for v in extra[:6])
             raise InputError(
-                f"{where}: mask has labels other than 0/1 ({shown}); choose the ROI with --label"
+                f"{where}: mask has labels other than 0/1 ({shown}); choose the ROI with --label "
+                "N, or name regions of the labels with --regions (e.g. core=1,4 whole=1,2,4)"
             )
         roi = arr == 1
     else:
