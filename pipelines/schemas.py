@@ -12,15 +12,15 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from pipelines.exceptions import SchemaError
+from pipelines.resources import data_dir
 
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMA_DIR = data_dir("schemas")
 
 _ARROW_TYPES = {
     "string": pa.string(),

@@ -23,9 +23,10 @@ import duckdb
 from fsspec.implementations.dirfs import DirFileSystem
 
 from pipelines.lake import Lake
+from pipelines.resources import data_dir
 from pipelines.schemas import SCHEMA_DIR, load_schema
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+SQL_DIR = data_dir("sql")
 CATALOGUE = SCHEMA_DIR / "features.csv"
 
 _DUCK_TYPES = {

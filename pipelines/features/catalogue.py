@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 from functools import lru_cache
-from pathlib import Path
 
 from pipelines.exceptions import InputError
+from pipelines.resources import data_dir
 
 __all__ = ["CATALOGUE_PATH", "feature_catalogue", "preset", "PRESETS"]
 
-CATALOGUE_PATH = Path(__file__).resolve().parents[2] / "schemas" / "features.csv"
+CATALOGUE_PATH = data_dir("schemas") / "features.csv"
 PRESETS = ("paper41", "paper45", "all")
 _COLUMNS = ("name", "family", "ibsi_code", "unit", "paper_name", "paper41", "paper45")
 _BOOL = {"true": True, "false": False}
