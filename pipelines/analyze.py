@@ -10,12 +10,17 @@ views, and writes one Parquet file per results table named by the run id:
   survival per group, Cox HR with CI, Holm (Table 2);
 - results_classifier / results_scores / results_importance: random forests of short vs long
   survival (censored patients imputed as in the paper) for feature sets R, C, I and their unions,
-  leave-one-out (pooled) and the single split, with score-vs-survival statistics (Fig. 4);
-- results_marker_auc: random forests of below/above-median markers from each sequence's 45 DRFs
+  leave-one-out (pooled, the paper's), the single split and repeated stratified k-fold (the
+  small-n estimate), with score-vs-survival statistics, Holm-corrected over the feature sets of
+  one evaluation (Fig. 4);
+- results_marker_auc / results_marker_scores: random forests of below/above-median markers from
+  each sequence's 45 DRFs, their AUCs and every held-out prediction they were computed from
   (Fig. 5).
 
-`protocol="paper"` reproduces the paper's choices (labels, medians and imputation learned on all
-patients); `protocol="strict"` fits everything that learns from data inside the training folds.
+`protocol="paper"` reproduces the paper's choices (labels and marker medians learned on all
+patients); `protocol="strict"` fits every label threshold, censored-survival donor set and imputer
+inside the training fold, on every path (LOOCV, split, repeated CV, OOB). Missing-value
+imputation is fitted inside the training folds in both protocols.
 The statistics themselves are in `pipelines.stats` (scipy, statsmodels, lifelines, sklearn).
 """
 
@@ -50,7 +55,10 @@ class AnalyzeSettings:
     marker_cv: the cross-validated estimate of the Fig. 5 heatmap besides the split: "loocv"
     (the paper's; 88 leave-one-out forests series, the costly part), "oob" (out-of-bag
     predictions of one forest: every patient scored by the trees that did not see it, about n
-    times cheaper, labels from all patients) or "none".
+    times cheaper; strict: each tree's labels from its in-bag patients) or "none".
+    cv_folds / cv_repeats: repeated stratified k-fold of the survival classifiers (cv_repeats 0
+    skips it). km_median: Kaplan-Meier median definition, "r" (R's survfit, default) or "first"
+    (lifelines'), see :func:`pipelines.stats.survival.km_median`.
     """
 
     encoder: str | None = None
@@ -64,6 +72,9 @@ class AnalyzeSettings:
     marker_trees: int = 100
     permutation_repeats: int = 5
     marker_cv: str = "loocv"
+    cv_folds: int = 5
+    cv_repeats: int = 10
+    km_median: str = "r"
 
     def __post_init__(self):
         if self.protocol not in ("paper", "strict"):
@@ -74,6 +85,10 @@ class AnalyzeSettings:
             raise InputError("forest sizes must be >= 1")
         if self.marker_cv not in ("loocv", "oob", "none"):
             raise InputError(f"--marker-cv must be loocv, oob or none, got {self.marker_cv!r}")
+        if self.cv_folds < 2 or self.cv_repeats < 0:
+            raise InputError("cv_folds must be >= 2 and cv_repeats >= 0")
+        if self.km_median not in ("r", "first"):
+            raise InputError(f"--km-median must be r or first, got {self.km_median!r}")
 
 
 @dataclass
@@ -192,40 +207,14 @@ def feature_set(data: CohortData, name: str) -> pd.DataFrame:
 
 
 # ---- tasks (each returns a small picklable result) -------------------------------------------
-def rf_oob(X: pd.DataFrame, y: pd.Series, seed: int = 0, n_estimators: int = 100):
-    """Return a ClassifierResult from the out-of-bag predictions of one random forest.
-
-    Each patient's score is the mean vote of the trees whose bootstrap sample left it out, so the
-    AUC is a held-out estimate like leave-one-out's at the cost of one forest (patients never
-    left out by any tree, possible with few trees, get NaN and are dropped).
-    """
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.impute import SimpleImputer
-
-    from pipelines.stats.classify import ClassifierResult, auc_ci
-
-    Xi = SimpleImputer(strategy="median").fit_transform(X)
-    rf = RandomForestClassifier(n_estimators=max(n_estimators, 50), oob_score=True,
-                                random_state=seed, n_jobs=1, max_features="sqrt")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "some inputs do not have OOB scores"
-        rf.fit(Xi, y.to_numpy().astype(int))
-    score = pd.Series(rf.oob_decision_function_[:, 1], index=X.index)
-    ok = score.notna()
-    auc, lo, hi = auc_ci(y[ok].to_numpy(), score[ok].to_numpy())
-    imp = pd.DataFrame({"impurity": rf.feature_importances_}, index=X.columns)
-    imp = imp.sort_values("impurity", ascending=False)
-    return ClassifierResult(auc=auc, auc_low95=lo, auc_high95=hi, n=int(ok.sum()),
-                            n_pos=int(y[ok].sum()), scores=score[ok], labels=y[ok].astype(int),
-                            importances=imp, protocol="paper", ci_method="delong",
-                            params={"n_estimators": n_estimators, "oob": True})
-
-
 def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: AnalyzeSettings,
                               set_name: str) -> dict:
-    from pipelines.stats.classify import rf_loocv, rf_split, score_group_survival
+    from pipelines.stats.classify import (
+        rf_loocv,
+        rf_repeated_cv,
+        rf_split,
+        score_group_survival,
+    )
     from pipelines.stats.survival import survival_labeller, survival_labels
 
     if settings.protocol == "paper":
@@ -237,6 +226,14 @@ def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: An
                   permutation_repeats=settings.permutation_repeats)
     out["loocv"] = rf_loocv(X, y, **common)
     out["split"] = rf_split(X, y, train_pos, test_pos, **common)
+    if settings.cv_repeats > 0:
+        try:
+            out["repeated_cv"] = rf_repeated_cv(
+                X, y, seed=settings.seed, n_estimators=settings.trees,
+                n_splits=settings.cv_folds, n_repeats=settings.cv_repeats,
+                protocol=settings.protocol)
+        except InputError as exc:  # too few patients of a class for k folds
+            log.debug("repeated CV %s: %s", set_name, exc)
     for ev, res in list(out.items()):
         idx = res.scores.index
         try:
@@ -250,7 +247,7 @@ def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: An
 
 def _marker_task(X, values, train_pos, test_pos, settings: AnalyzeSettings, marker, modality):
     from pipelines.stats.association import median_split
-    from pipelines.stats.classify import median_labeller, rf_loocv, rf_split
+    from pipelines.stats.classify import median_labeller, rf_loocv, rf_oob, rf_split
 
     if settings.protocol == "paper":
         y = pd.Series(median_split(values).astype(float).to_numpy(), index=X.index)
@@ -267,11 +264,10 @@ def _marker_task(X, values, train_pos, test_pos, settings: AnalyzeSettings, mark
         try:
             if ev == "loocv":
                 results[ev] = rf_loocv(X, y, **common)
-            elif ev == "oob":
-                labels = y if isinstance(y, pd.Series) else pd.Series(
-                    y(np.arange(len(X))), index=X.index)
-                results[ev] = rf_oob(X, labels, seed=settings.seed,
-                                     n_estimators=settings.marker_trees)
+            elif ev == "oob":  # strict: each tree's marker median from its in-bag patients
+                results[ev] = rf_oob(X, y, seed=settings.seed,
+                                     n_estimators=settings.marker_trees,
+                                     protocol=settings.protocol)
             else:
                 results[ev] = rf_split(X, y, train_pos, test_pos, **common)
         except InputError as exc:  # one class only in a training/test set
@@ -285,6 +281,8 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
                 force: bool = False) -> dict:
     """Run every analysis and write the results tables; return the run id and a summary."""
     from pipelines.stats.association import spearman_matrix, wilcoxon_groups
+    from pipelines.stats.classify import EVALUATION_NAMES, auc_caveat
+    from pipelines.stats.multiple_testing import holm_adjust
     from pipelines.stats.splits import train_test_split_ids
     from pipelines.stats.survival import impute_censored_survival, survival_table
 
@@ -326,7 +324,7 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
         feats = pd.concat([data.drf, clinical_features(data.clinical)[["age"]],
                            data.clinical[["gender"]], data.markers], axis=1).loc[train]
         st = survival_table(feats, time_.loc[train], event.loc[train], categorical=("gender",),
-                            alpha=settings.alpha)
+                            alpha=settings.alpha, median_definition=settings.km_median)
         kinds = {c: "drf" for c in data.drf.columns}
         kinds.update(age="clinical", gender="clinical")
         kinds.update({c: "immune" for c in data.markers.columns})
@@ -360,7 +358,9 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
                             index=time_.index)
         cls_rows, score_rows, imp_rows = [], [], []
         for r in surv:
-            for ev in ("loocv", "split"):
+            for ev in ("repeated_cv", "loocv", "split"):
+                if ev not in r:
+                    continue
                 res = r[ev]
                 sg = r.get(ev + "_surv") or {}
                 cls_rows.append({
@@ -386,12 +386,18 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
                         "permutation_mean": getattr(row, "permutation_mean", np.nan),
                         "permutation_std": getattr(row, "permutation_std", np.nan)})
         cls_df = pd.DataFrame(cls_rows)
+        # Fig. 4b "corrected p": Holm over the feature sets' score-survival correlations of one
+        # evaluation (a family per evaluation: LOOCV, split, repeated CV)
+        cls_df["score_rho_p_holm"] = np.nan
+        for _, rows in cls_df.groupby("evaluation").groups.items():
+            cls_df.loc[rows, "score_rho_p_holm"] = holm_adjust(
+                cls_df.loc[rows, "score_rho_p"].to_numpy(dtype=float))
         num = cls_df.select_dtypes("number").columns
         cls_df[num] = cls_df[num].replace([np.inf, -np.inf], np.nan)
         lake.write_table_atomic("results_classifier", cls_df, name=rid)
         lake.write_table_atomic("results_scores", pd.DataFrame(score_rows), name=rid)
         lake.write_table_atomic("results_importance", pd.DataFrame(imp_rows), name=rid)
-        mk_rows = []
+        mk_rows, mk_score_rows = [], []
         for r in mark:
             for ev, res in r["results"].items():
                 top = res.importances.index[0] if len(res.importances) else None
@@ -399,18 +405,34 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
                     "run_id": rid, "marker": r["marker"], "modality": r["modality"],
                     "evaluation": ev, "n": res.n, "auc": res.auc, "auc_low95": res.auc_low95,
                     "auc_high95": res.auc_high95,
-                    "top_feature": _split_feature(top)[1] if top else None})
+                    "top_feature": _split_feature(top)[1] if top else None,
+                    "protocol": res.protocol})
+                for pid, s in res.scores.items():
+                    mk_score_rows.append({
+                        "run_id": rid, "marker": r["marker"], "modality": r["modality"],
+                        "evaluation": ev, "patient_id": pid, "score": float(s),
+                        "label": int(res.labels[pid]), "protocol": res.protocol})
         mk_df = pd.DataFrame(mk_rows, columns=[
             "run_id", "marker", "modality", "evaluation", "n", "auc", "auc_low95", "auc_high95",
-            "top_feature"])
+            "top_feature", "protocol"])
         lake.write_table_atomic("results_marker_auc", mk_df, name=rid)
-        best = max(cls_rows, key=lambda r: -1 if r["evaluation"] != "loocv" or
+        lake.write_table_atomic("results_marker_scores", pd.DataFrame(mk_score_rows, columns=[
+            "run_id", "marker", "modality", "evaluation", "patient_id", "score", "label",
+            "protocol"]), name=rid)
+        shown = "repeated_cv" if any(r["evaluation"] == "repeated_cv" for r in cls_rows) \
+            else "loocv"
+        best = max(cls_rows, key=lambda r: -1 if r["evaluation"] != shown or
                    r["auc"] is None or np.isnan(r["auc"]) else r["auc"])
+        caveat = auc_caveat(best["evaluation"], best["n"], best["auc"], best["auc_low95"],
+                            best["auc_high95"])
         run.message = (
-            f"n={n} (train {len(train)}), encoder {data.encoder}, protocol {settings.protocol}: "
+            f"n={n} (train {len(train)}), encoder {data.encoder}, region {data.region}, "
+            f"protocol {settings.protocol}: "
             f"{int(sp['significant'].sum())} Holm-significant DRF-marker correlations, "
             f"{int(wx['significant'].sum())} Wilcoxon, {int(st['significant'].sum())} survival "
-            f"features; best LOOCV survival AUC {best['auc']:.2f} ({best['feature_set']})")
+            f"features; best {EVALUATION_NAMES[shown]} survival AUC {best['auc']:.2f} "
+            f"({best['auc_low95']:.2f}-{best['auc_high95']:.2f}, {best['feature_set']})"
+            + (f" [{caveat}]" if caveat else ""))
     return {"run_id": rid, "skipped": False, "n": n, "message": run.message,
             "seconds": time.perf_counter() - t0}
 

@@ -518,6 +518,14 @@ def analyze(
     = "loocv",
     permutation_repeats: Annotated[int, typer.Option(help="permutation importance repeats")]
     = 5,
+    cv_folds: Annotated[int, typer.Option(help="folds of the repeated stratified CV")] = 5,
+    cv_repeats: Annotated[
+        int, typer.Option(help="repeats of the stratified k-fold CV of the survival forests, the "
+                          "small-n estimate (0 = skip)")
+    ] = 10,
+    km_median: Annotated[
+        str, typer.Option(help="Kaplan-Meier median: r (R's survfit, default) | first (lifelines)")
+    ] = "r",
     workers: Annotated[int | None, typer.Option(help="local workers (default: cores)")] = None,
     scheduler: Annotated[str, typer.Option(help="processes | threads | sync | tcp://host:port")]
     = "processes",
@@ -531,7 +539,8 @@ def analyze(
     settings = AnalyzeSettings(encoder=encoder, region=region, protocol=protocol, seed=seed,
                                n_train=n_train, trees=trees, marker_trees=marker_trees,
                                marker_cv=marker_cv,
-                               permutation_repeats=permutation_repeats)
+                               permutation_repeats=permutation_repeats, cv_folds=cv_folds,
+                               cv_repeats=cv_repeats, km_median=km_median)
     r = run_analyze(Lake(lake), settings, SchedulerSpec(scheduler, workers), force=force)
     if r["skipped"]:
         typer.echo(f"analyze: identical run {r['run_id']} already in the lake (use --force)")

@@ -117,7 +117,8 @@ def run_demo(
     from pipelines.analyze import AnalyzeSettings, run_analyze
 
     an = run_analyze(lake, AnalyzeSettings(encoder=act["encoder"], trees=100, marker_trees=50,
-                                           marker_cv="oob", permutation_repeats=1),
+                                           marker_cv="oob", permutation_repeats=1,
+                                           cv_repeats=3),
                      SchedulerSpec("processes"))
     echo(f"      {an.get('message') or 'unchanged: ' + an['run_id']}")
     if biopsy_patients > 0:

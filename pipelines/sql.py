@@ -95,14 +95,15 @@ for _name in ("mkdir", "makedirs", "rm", "rm_file", "rmdir", "mv", "copy", "cp_f
     setattr(ReadOnlyLakeFileSystem, _name, ReadOnlyLakeFileSystem._refuse)
 
 
-def table_source(lake: Lake, table: str, sandbox: bool = False) -> str:
+def table_source(lake: Lake, table: str, sandbox: bool = False,
+                 con: duckdb.DuckDBPyConnection | None = None) -> str:
     """Return a SQL relation over the table's Parquet files with exactly the schema's columns.
 
-    With `sandbox`, the files are read through the read-only ``drlakero://`` filesystem.
+    With `sandbox`, the files are read through the read-only ``drlakero://`` filesystem. With
+    `con`, a schema column that no file has yet (a lake written before the column was added)
+    reads as NULL instead of failing the view.
     """
     schema = load_schema(table)
-    cols = ", ".join(f'CAST("{c.name}" AS {_DUCK_TYPES[c.type]}) AS "{c.name}"'
-                     for c in schema.columns)
     if not lake.table_files(table):
         empty = ", ".join(f'CAST(NULL AS {_DUCK_TYPES[c.type]}) AS "{c.name}"'
                           for c in schema.columns)
@@ -111,8 +112,17 @@ def table_source(lake: Lake, table: str, sandbox: bool = False) -> str:
         glob = f"{SANDBOX_PROTOCOL}://tables/{table}/**/*.parquet"
     else:
         glob = _glob_escape(lake.url_of("tables", table)) + "/**/*.parquet"
-    return (f"(SELECT {cols} FROM read_parquet({_quote(glob)}, union_by_name = true, "
-            f"hive_partitioning = false))")
+    scan = (f"read_parquet({_quote(glob)}, union_by_name = true, hive_partitioning = false)")
+    present = None
+    if con is not None:
+        present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
+
+    def column(name: str, typ: str) -> str:
+        value = f'"{name}"' if present is None or name in present else "NULL"
+        return f'CAST({value} AS {_DUCK_TYPES[typ]}) AS "{name}"'
+
+    cols = ", ".join(column(c.name, c.type) for c in schema.columns)
+    return f"(SELECT {cols} FROM {scan})"
 
 
 def view_files() -> list[Path]:
@@ -163,7 +173,7 @@ def _pivot_columns(con: duckdb.DuckDBPyConnection, view: str, key: str, value: s
 def render(sql: str, lake: Lake, con: duckdb.DuckDBPyConnection, sandbox: bool = False) -> str:
     """Return the view SQL with its placeholders filled for this lake."""
     sql = re.sub(r"\{\{source:(\w+)\}\}",
-                 lambda m: table_source(lake, m.group(1), sandbox), sql)
+                 lambda m: table_source(lake, m.group(1), sandbox, con), sql)
     sql = re.sub(r"\{\{pivot_columns:(\w+):(\w+):(\w+)\}\}",
                  lambda m: _pivot_columns(con, *m.groups()), sql)
     sql = sql.replace("{{catalogue}}", "_drlake_catalogue")

@@ -2,6 +2,10 @@
 -- Spearman correlation of every DRF with every immune marker (seed 000, Fig. 2), average ranks
 -- for ties, per encoder and mask region; p_holm is Holm-adjusted over the whole heatmap of one
 -- encoder and region.
+-- ALL PATIENTS: this view correlates every patient of the lake who has DRFs and markers. It is
+-- not the analyze stage's Fig. 2: results_spearman (and the paper) use the training set of the
+-- train/test split only, so their rho, p and p_holm differ from these. Use results_spearman to
+-- reproduce the report; use this view to explore the whole lake.
 CREATE OR REPLACE VIEW drf_immune_spearman AS
 WITH pairs AS (
     SELECT d.encoder, d.region, d.modality, d.feature, m.marker, d.value AS x, m.value AS y

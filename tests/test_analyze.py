@@ -13,7 +13,7 @@ from pipelines.lake import Lake
 from pipelines.scheduler import SchedulerSpec
 from pipelines.synth import make_tables
 
-FAST = dict(trees=20, marker_trees=20, permutation_repeats=0, marker_cv="none")
+FAST = dict(trees=20, marker_trees=20, permutation_repeats=0, marker_cv="none", cv_repeats=2)
 
 
 def lake_from_tables(root, n: int, seed: int, effect_scale: float) -> Lake:
@@ -58,8 +58,8 @@ def test_results_tables_are_written_with_the_run_id(planted):
         assert len(df) and set(df["run_id"]) == {r["run_id"]}, t
     cls = lake.read_table("results_classifier")
     assert set(cls["feature_set"]) == {"R", "C", "I", "R+C", "R+I", "C+I", "R+C+I"}
-    assert set(cls["evaluation"]) == {"loocv", "split"}
-    assert (cls.loc[cls.evaluation == "loocv", "n"] == 120).all()
+    assert set(cls["evaluation"]) == {"repeated_cv", "loocv", "split"}
+    assert (cls.loc[cls.evaluation.isin(["loocv", "repeated_cv"]), "n"] == 120).all()
     runs = lake.runs()
     assert runs.iloc[-1]["stage"] == "analyze" and runs.iloc[-1]["status"] == "ok"
 
@@ -142,9 +142,82 @@ def test_family_wise_error_on_null_cohorts_and_power_on_planted_ones():
     assert power_hits >= 16, power_hits
 
 
-def test_strict_protocol_runs_and_is_recorded(tmp_path):
+def test_strict_protocol_runs_and_is_recorded_and_marker_predictions_reproduce_the_auc(
+        tmp_path):
+    import json
+
+    from sklearn.metrics import roc_auc_score
+
+    from pipelines.sql import connect
+
     lake = lake_from_tables(tmp_path / "lake", 60, 3, 1.0)
-    r = run_analyze(lake, AnalyzeSettings(**{**FAST, "protocol": "strict"}),
+    r = run_analyze(lake, AnalyzeSettings(**{**FAST, "protocol": "strict", "marker_cv": "oob"}),
                     SchedulerSpec("sync"), progress=False)
     cls = lake.read_table("results_classifier")
     assert set(cls["protocol"]) == {"strict"} and r["n"] == 60
+    con = connect(lake)
+    auc = con.execute("SELECT * FROM results_marker_auc WHERE run_id = ?", [r["run_id"]]).df()
+    rows = con.execute("SELECT * FROM results_marker_scores WHERE run_id = ?",
+                       [r["run_id"]]).df()
+    con.close()
+    assert set(auc["evaluation"]) == {"oob", "split"} and set(auc["protocol"]) == {"strict"}
+    assert set(rows["protocol"]) == {"strict"}
+    # the Fig. 5 AUCs recomputed from the stored held-out predictions
+    checked = 0
+    for key, sub in rows.groupby(["marker", "modality", "evaluation"]):
+        want = auc.set_index(["marker", "modality", "evaluation"]).loc[key]
+        assert len(sub) == want["n"]
+        if sub["label"].nunique() == 2:
+            assert roc_auc_score(sub["label"], sub["score"]) == pytest.approx(want["auc"],
+                                                                             abs=1e-12)
+            checked += 1
+    assert checked >= len(auc) // 2
+    # the split rows are the test patients, once each; OOB rows are patients, once each
+    n_train = json.loads(lake.runs().iloc[-1]["parameters"])["n_train_used"]
+    split = rows[rows.evaluation == "split"].groupby(["marker", "modality"])["patient_id"]
+    assert (split.nunique() == 60 - n_train).all() and (split.size() == 60 - n_train).all()
+    oob = rows[rows.evaluation == "oob"].groupby(["marker", "modality"])["patient_id"]
+    assert (oob.nunique() == oob.size()).all()
+
+
+def test_score_survival_spearman_is_holm_corrected_per_evaluation(planted):
+    from pipelines.stats.multiple_testing import holm_adjust
+
+    lake, _ = planted
+    cls = lake.read_table("results_classifier")
+    for ev, sub in cls.groupby("evaluation"):
+        np.testing.assert_allclose(sub["score_rho_p_holm"],
+                                   holm_adjust(sub["score_rho_p"].to_numpy(float)), err_msg=ev)
+        assert (sub["score_rho_p_holm"].dropna() >= sub["score_rho_p"].dropna()).all()
+
+
+def test_strict_marker_paths_get_a_label_rule_not_all_patient_labels(monkeypatch):
+    """Spy on the marker task: under strict every path gets the median rule, fitted on the
+    rows each model trains on, never labels computed from all patients."""
+    import pipelines.stats.classify as C
+    from pipelines.analyze import _marker_task
+
+    calls = []
+
+    def spy(name, fn):
+        def wrapped(X, y, *args, **kw):
+            calls.append((name, y, kw.get("protocol")))
+            return fn(X, y, *args, **kw)
+        return wrapped
+
+    for name in ("rf_oob", "rf_loocv", "rf_split"):
+        monkeypatch.setattr(C, name, spy(name, getattr(C, name)))
+    rng = np.random.default_rng(5)
+    n = 30
+    X = pd.DataFrame(rng.normal(size=(n, 3)), columns=["T1__a", "T1__b", "T1__c"])
+    values = pd.Series(rng.normal(size=n))
+    train, test = np.arange(20), np.arange(20, n)
+    for cv in ("oob", "loocv"):
+        st = AnalyzeSettings(**{**FAST, "protocol": "strict", "marker_cv": cv, "marker_trees": 5})
+        out = _marker_task(X, values, train, test, st, "m", "T1")
+        assert {res.protocol for res in out["results"].values()} == {"strict"}
+    assert {c[0] for c in calls} == {"rf_oob", "rf_loocv", "rf_split"}
+    for _, y, protocol in calls:
+        assert callable(y) and protocol == "strict"
+        sub = np.arange(10)
+        np.testing.assert_array_equal(y(sub), (values > values.iloc[:10].median()).astype(int))

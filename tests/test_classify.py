@@ -1,7 +1,8 @@
 """AUC confidence intervals (DeLong against a hand-worked example, a literal O(m k)
-implementation and the bootstrap), random forests with LOOCV and a split (pooled AUC, planted
-signal vs noise, leakage-free strict protocol checked with spies), and the survival of
-predicted groups."""
+implementation and the bootstrap), random forests with LOOCV, a split, repeated stratified k-fold
+and out-of-bag predictions (planted signal vs noise, the pooled-LOOCV bias without signal,
+leakage-free strict protocol checked with spies on every path), and the survival of predicted
+groups."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from sklearn.metrics import roc_auc_score
 
 from pipelines.exceptions import InputError
 from pipelines.stats.classify import (
+    SMALL_N,
+    auc_caveat,
     auc_ci,
     delong_auc_variance,
     median_labeller,
     rf_loocv,
+    rf_oob,
+    rf_repeated_cv,
     rf_split,
     score_group_survival,
 )
@@ -147,19 +152,28 @@ def test_single_class_training_fold_scores_zero():
 
 
 class SpyImputer(BaseEstimator, TransformerMixin):
-    """Median imputer recording the rows (values of column 0, the row number) it is fitted on."""
+    """Median imputer recording the rows (values of column 0, the row number) it is fitted on,
+    and, per fit, the rows it then transforms (``transformed[k]``: list of sets of fit k)."""
 
     fitted_rows: list = []
+    transformed: list = []
 
     def fit(self, X, y=None):
         X = np.asarray(X, dtype=float)
         SpyImputer.fitted_rows.append(set(X[:, 0].astype(int)))
+        SpyImputer.transformed.append([])
+        self.fit_no_ = len(SpyImputer.fitted_rows) - 1
         self.median_ = np.nanmedian(X, axis=0)
         return self
 
     def transform(self, X):
         X = np.array(X, dtype=float)
+        SpyImputer.transformed[self.fit_no_].append(set(X[:, 0].astype(int)))
         return np.where(np.isnan(X), self.median_, X)
+
+
+def reset_spy():
+    SpyImputer.fitted_rows, SpyImputer.transformed = [], []
 
 
 def spy_data(n=24):
@@ -194,15 +208,34 @@ def test_strict_protocol_never_fits_on_the_test_row():
     assert res.auc == pytest.approx(roc_auc_score(res.labels, res.scores))
 
 
-def test_paper_protocol_fits_preprocessing_and_labels_on_all_rows():
+def test_paper_protocol_labels_on_all_rows_but_imputer_inside_each_fold():
     n = 24
     X = spy_data(n)
-    SpyImputer.fitted_rows = []
+    reset_spy()
     x = np.random.default_rng(6).normal(size=n)
     res = rf_loocv(X, median_labeller(x), protocol="paper", preprocess=SpyImputer(),
                    n_estimators=5, permutation_repeats=0)
-    assert SpyImputer.fitted_rows[0] == set(range(n))  # the paper's (leaky) protocol
+    # the paper's labels (median of all rows), but the imputer never sees the test row
     assert res.labels.tolist() == (x > np.median(x)).astype(int).tolist()
+    for i in range(n):
+        assert SpyImputer.fitted_rows[i] == set(range(n)) - {i}
+        assert SpyImputer.transformed[i][-1] == {i}
+
+
+def test_missing_values_imputed_from_training_rows_only():
+    # the test rows carry the only large values of f2; the training rows miss f2 half the time.
+    # A median fitted on all rows would impute the training rows' f2 from the test rows.
+    X, y = data(n=40)
+    X["f2"] = np.where(np.arange(40) < 30, X["f2"], 1e6)
+    X.iloc[:30:2, X.columns.get_loc("f2")] = np.nan
+    train, test = np.arange(30), np.arange(30, 40)
+    for protocol in ("paper", "strict"):
+        res = rf_split(X, y, train, test, protocol=protocol, n_estimators=25,
+                       permutation_repeats=0)
+        ref = rf_split(X.iloc[:30].assign(f2=X["f2"].iloc[:30].fillna(
+            X["f2"].iloc[:30].median())).pipe(lambda d: pd.concat([d, X.iloc[30:]])),
+            y, train, test, protocol=protocol, n_estimators=25, permutation_repeats=0)
+        pd.testing.assert_series_equal(res.scores, ref.scores)
 
 
 def test_split_auc_on_test_rows_and_strict_fitting():
@@ -232,6 +265,123 @@ def test_input_errors():
         rf_loocv(X, y.to_numpy()[:5], **FAST)
     with pytest.raises(InputError, match="DataFrame"):
         rf_loocv(X.to_numpy(), y, **FAST)
+
+
+
+# --------------------------------------------------------------------------- repeated CV, OOB
+
+
+def test_uninformative_feature_pooled_loocv_auc_is_zero_repeated_cv_is_chance():
+    # A feature that cannot be split on: the forest predicts its training class balance. Leaving
+    # a positive out lowers that balance, so every positive scores below every negative and the
+    # pooled LOOCV AUC is 0 -- the bias that makes small-n LOOCV AUCs fall far below chance.
+    # Stratified folds score a whole fold alike, so each fold AUC is exactly 0.5.
+    n = 24
+    X = pd.DataFrame({"constant": np.ones(n)}, index=[f"P{i:02d}" for i in range(n)])
+    y = np.random.default_rng(3).permutation(np.r_[np.zeros(12), np.ones(12)]).astype(int)
+    no_boot = {"bootstrap": False}
+    loo = rf_loocv(X, y, n_estimators=5, permutation_repeats=0, rf_params=no_boot)
+    rcv = rf_repeated_cv(X, y, n_estimators=5, n_repeats=3, rf_params=no_boot)
+    assert loo.auc == 0.0
+    assert rcv.auc == 0.5 and rcv.params["fold_aucs"] == [0.5] * 15
+    assert "biased below 0.5" in auc_caveat("loocv", n, loo.auc, loo.auc_low95,
+                                            loo.auc_high95)
+    oob = rf_oob(X, y, n_estimators=50)  # out-of-bag scores are pooled too: biased alike
+    assert oob.auc < 0.3
+
+
+def test_null_cohorts_pooled_loocv_below_chance_repeated_cv_near_it():
+    # noise features, balanced labels, n = 24 (the demo's size): mean AUC over 10 cohorts
+    loo, rcv = [], []
+    for seed in range(10):
+        rng = np.random.default_rng(200 + seed)
+        X = pd.DataFrame({"gender": rng.integers(0, 2, 24).astype(float),
+                          "grp": rng.integers(0, 3, 24).astype(float)})
+        y = rng.permutation(np.r_[np.zeros(12), np.ones(12)]).astype(int)
+        loo.append(rf_loocv(X, y, n_estimators=20, permutation_repeats=0).auc)
+        rcv.append(rf_repeated_cv(X, y, n_estimators=20, n_repeats=4).auc)
+    assert np.mean(loo) < 0.46 and abs(np.mean(rcv) - 0.5) < 0.05
+    assert np.mean(rcv) - np.mean(loo) > 0.05
+
+
+def test_repeated_cv_planted_signal_and_ci():
+    X, y = data(n=60)
+    res = rf_repeated_cv(X, y, n_estimators=25, n_repeats=3)
+    assert res.auc > 0.75 and res.auc_low95 < res.auc < res.auc_high95
+    assert res.auc == pytest.approx(np.mean(res.params["fold_aucs"]))
+    assert len(res.params["fold_aucs"]) == 15 and res.n == 60
+    assert (res.labels == y).all() and res.scores.between(0, 1).all()
+    assert res.importances.index[0] in ("f0", "f1")
+    with pytest.raises(InputError, match="each class"):
+        rf_repeated_cv(X, np.r_[1, np.zeros(59)].astype(int), n_estimators=5)
+
+
+def test_repeated_cv_strict_fits_every_fold_on_its_training_rows_only():
+    n = 30
+    X = spy_data(n)
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=n)
+    rule = median_labeller(x)
+    seen = []
+
+    def spy_rule(train_idx):
+        seen.append(set(train_idx.tolist()))
+        return rule(train_idx)
+
+    reset_spy()
+    res = rf_repeated_cv(X, spy_rule, protocol="strict", preprocess=SpyImputer(),
+                         n_estimators=5, n_splits=5, n_repeats=2)
+    assert len(SpyImputer.fitted_rows) == 10
+    for k, fitted in enumerate(SpyImputer.fitted_rows):
+        tested = SpyImputer.transformed[k][-1]
+        assert fitted.isdisjoint(tested) and fitted | tested == set(range(n))
+        assert seen[1 + k] == fitted  # seen[0]: the labels of all rows used to stratify
+    assert res.labels.tolist() == [rule(np.delete(np.arange(n), i))[i] for i in range(n)]
+    assert res.protocol == "strict"
+
+
+def test_oob_strict_each_tree_learns_labels_and_imputer_from_its_in_bag_rows():
+    n = 30
+    X = spy_data(n)
+    x = np.random.default_rng(10).normal(size=n)
+    rule = median_labeller(x)
+    seen = []
+
+    def spy_rule(train_idx):
+        seen.append(set(train_idx.tolist()))
+        return rule(train_idx)
+
+    reset_spy()
+    res = rf_oob(X, spy_rule, protocol="strict", preprocess=SpyImputer(), n_estimators=50)
+    assert len(SpyImputer.fitted_rows) == 50
+    for k, fitted in enumerate(SpyImputer.fitted_rows):
+        assert seen[1 + k] == fitted  # the tree's marker median: its in-bag rows only
+        oob = SpyImputer.transformed[k][-1]  # the rows this tree scores
+        assert fitted.isdisjoint(oob) and fitted | oob == set(range(n))
+    # each row is scored against the label the rule gives it without the row itself
+    rows = [X.index.get_loc(i) for i in res.scores.index]
+    want = [rule(np.delete(np.arange(n), i))[i] for i in rows]
+    assert res.labels.tolist() == want and res.protocol == "strict"
+    assert res.auc == pytest.approx(roc_auc_score(res.labels, res.scores))
+
+
+def test_oob_paper_uses_all_row_labels_and_finds_signal():
+    X, y = data(n=80)
+    res = rf_oob(X, y, n_estimators=100)
+    assert res.protocol == "paper" and res.auc > 0.75
+    assert (res.labels == y.loc[res.scores.index]).all()
+    assert res.auc == pytest.approx(roc_auc_score(res.labels, res.scores))
+    again = rf_oob(X, y, n_estimators=100)
+    pd.testing.assert_series_equal(res.scores, again.scores)
+
+
+def test_auc_caveat():
+    assert auc_caveat("repeated_cv", 151, 0.8, 0.72, 0.88) == ""
+    assert "includes 0.5" in auc_caveat("split", 151, 0.6, 0.45, 0.75)
+    small = auc_caveat("loocv", 24, 0.55, 0.3, 0.8)
+    assert "too small" in small and "repeated stratified" in small
+    assert "too small" not in auc_caveat("loocv", SMALL_N, 0.8, 0.7, 0.9)
+    assert "not estimable" in auc_caveat("loocv", 24, np.nan, np.nan, np.nan)
 
 
 # --------------------------------------------------------------------------- predicted groups

@@ -99,7 +99,8 @@ def _survival(rng, run_id: str, feats: list[str], significant: bool) -> pd.DataF
     return d
 
 
-def _classifier_rows(rng, run_id: str, clinical: pd.DataFrame, n_drf: int):
+def _classifier_rows(rng, run_id: str, clinical: pd.DataFrame, n_drf: int,
+                     below_chance: bool = False):
     nfeat = {"R": n_drf, "C": 2, "I": len(MARKERS)}
     cls, scores, imp = [], [], []
     pids = list(clinical["patient_id"])
@@ -108,13 +109,15 @@ def _classifier_rows(rng, run_id: str, clinical: pd.DataFrame, n_drf: int):
         k = sum(nfeat[p] for p in s.split("+"))
         names = ([f"{m}__{f}" for m in MODALITIES for f in paper45()] if "R" in s else [])
         names = names + (["age", "gender"] if "C" in s else []) + (MARKERS if "I" in s else [])
-        for ev, ids in (("loocv", pids), ("split", test)):
+        for ev, ids in (("repeated_cv", pids), ("loocv", pids), ("split", test)):
             auc = float(rng.uniform(0.55, 0.8))
+            if below_chance and ev == "loocv" and s == "C":
+                auc = 0.03  # the 24-patient demo's pooled LOOCV AUC of the clinical set
             cls.append({"run_id": run_id, "feature_set": s, "evaluation": ev, "n": len(ids),
-                        "n_features": k, "auc": auc, "auc_low95": auc - 0.1,
+                        "n_features": k, "auc": auc, "auc_low95": max(auc - 0.1, 0.0),
                         "auc_high95": min(auc + 0.1, 1.0), "score_rho": 0.3,
-                        "score_rho_p": 0.004, "logrank_p": 0.002, "hr": 2.5,
-                        "hr_low95": 1.4, "hr_high95": 4.3, "protocol": "paper"})
+                        "score_rho_p": 0.004, "score_rho_p_holm": 0.028, "logrank_p": 0.002,
+                        "hr": 2.5, "hr_low95": 1.4, "hr_high95": 4.3, "protocol": "paper"})
             c = clinical.set_index("patient_id").loc[ids]
             score = np.clip(c["survival_days"] / 2000 + rng.normal(0, 0.2, len(ids)), 0, 1)
             scores.append(pd.DataFrame({
@@ -141,12 +144,13 @@ def _marker_auc(rng, run_id: str, feats: list[str], n: int) -> pd.DataFrame:
                 rows.append({"run_id": run_id, "marker": k, "modality": m, "evaluation": ev,
                              "n": nn, "auc": auc, "auc_low95": auc - 0.15,
                              "auc_high95": min(auc + 0.15, 1.0),
-                             "top_feature": feats[int(rng.integers(len(feats)))]})
+                             "top_feature": feats[int(rng.integers(len(feats)))],
+                             "protocol": "paper"})
     return pd.DataFrame(rows)
 
 
 def make_report_lake(root, n: int = 40, seed: int = 0, significant: bool = True,
-                     small: bool = False) -> tuple:
+                     small: bool = False, below_chance: bool = False) -> tuple:
     """Write a lake with clinical and immune tables, an activations run and one analyze run
     whose results tables are synthetic but schema-valid; return (lake, analyze run id).
 
@@ -180,7 +184,8 @@ def make_report_lake(root, n: int = 40, seed: int = 0, significant: bool = True,
                                                         assoc_markers), name=rid)
         lake.write_table_atomic("results_survival", _survival(rng, rid, feats, significant),
                                 name=rid)
-        cls, scores, imp = _classifier_rows(rng, rid, clinical, len(feats) * len(MODALITIES))
+        cls, scores, imp = _classifier_rows(rng, rid, clinical, len(feats) * len(MODALITIES),
+                                            below_chance)
         lake.write_table_atomic("results_classifier", cls, name=rid)
         lake.write_table_atomic("results_scores", scores, name=rid)
         lake.write_table_atomic("results_importance", imp, name=rid)
@@ -364,3 +369,24 @@ def test_failed_run_is_reported_with_what_it_wrote(tmp_path):
 def test_remote_lake_needs_out_dir():
     with pytest.raises(InputError, match="pass out_dir"):
         build_report(Lake("memory://drlake-report-test"))
+
+
+def test_small_n_and_below_chance_auc_are_not_findings(tmp_path):
+    lake, rid = make_report_lake(tmp_path / "lake", n=24, seed=2, small=True, below_chance=True)
+    html = build_report(lake, run_id=rid, out_dir=tmp_path / "out").read_text(encoding="utf-8")
+    assert "n = 24 patients is too small for a stable AUC" in html
+    assert "Pooled LOOCV AUCs below chance with their whole 95% CI: C (0.03)" in html
+    assert "not an inverted one" in html
+    assert "n = 24 patients is too small for stable marker AUCs" in html
+    # the recommended estimate comes first in the classifier table, the Holm p is shown
+    table = html[html.index("All classifier results"):]
+    assert table.index("repeated_cv") < table.index("loocv") < table.index("split")
+    assert "ρ p (Holm)" in table and "0.028" in table
+
+
+def test_no_small_n_warning_at_the_papers_size(tmp_path):
+    lake, rid = make_report_lake(tmp_path / "lake", n=151, seed=3, small=True)
+    html = build_report(lake, run_id=rid, out_dir=tmp_path / "out").read_text(encoding="utf-8")
+    assert "patients is too small for a stable AUC" not in html
+    assert "too small for stable marker AUCs" not in html
+    assert "below chance with" not in html

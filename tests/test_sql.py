@@ -244,3 +244,23 @@ def test_pipeline_and_sql_on_an_s3_lake(tmp_path, s3_server):
                        env={**os.environ, **s3_server})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["n", "2"]
+
+
+def test_a_schema_column_no_file_has_yet_reads_as_null(tmp_path):
+    """A lake written before a column was added (here features without region) still opens."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lk = Lake(tmp_path / "lake")
+    folder = tmp_path / "lake" / "tables" / "features" / "modality=T1" / "encoder=e"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"patient_id": ["P1"], "modality": ["T1"], "encoder": ["e"],
+                             "layer": [1], "map": [0], "feature": ["cm_contrast"],
+                             "value": [1.5], "run_id": ["r"]}), folder / "P1.parquet")
+    for sandbox in (False, True):
+        con = connect(lk, sandbox=sandbox)
+        try:
+            rows = con.execute("SELECT patient_id, region, value FROM features").fetchall()
+        finally:
+            con.close()
+        assert rows == [("P1", None, 1.5)]

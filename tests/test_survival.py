@@ -1,5 +1,6 @@
-"""Survival statistics against direct lifelines calls, the paper's censored-survival imputation
-on a hand-worked example, and labels that can be fitted on a training fold only."""
+"""Survival statistics against direct lifelines calls and against R's values (``coxph``,
+``survfit``; computed once by hand, R is not a test dependency), the paper's censored-survival
+imputation on a hand-worked example, and labels that can be fitted on a training fold only."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import pandas as pd
 import pytest
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.statistics import logrank_test
+from statsmodels.duration.hazard_regression import PHReg
 
 from pipelines.exceptions import InputError
 from pipelines.stats.multiple_testing import holm_adjust
 from pipelines.stats.survival import (
+    COX_FIT_OPTIONS,
     category_groups,
+    cox_hazard_ratio,
     impute_censored_survival,
+    km_median,
     logrank_median_split,
     survival_labeller,
     survival_labels,
@@ -58,7 +63,8 @@ def direct(groups, time, event):
     g = np.asarray(groups)
     t, e = np.asarray(time, float), np.asarray(event)
     lr = logrank_test(t[g == 1], t[g == 0], e[g == 1], e[g == 0])
-    cph = CoxPHFitter().fit(pd.DataFrame({"T": t, "E": e, "g": g}), "T", "E")
+    cph = CoxPHFitter().fit(pd.DataFrame({"T": t, "E": e, "g": g}), "T", "E",
+                            fit_options=COX_FIT_OPTIONS)
     row = cph.summary.loc["g"]
     km = [KaplanMeierFitter().fit(t[g == k], e[g == k]).median_survival_time_ for k in (0, 1)]
     return lr, row, km
@@ -66,7 +72,7 @@ def direct(groups, time, event):
 
 def test_logrank_hr_and_medians_match_lifelines():
     feats, time, event = cohort()
-    res = logrank_median_split(feats["x_signal"], time, event)
+    res = logrank_median_split(feats["x_signal"], time, event, median_definition="first")
     g = (feats["x_signal"] > feats["x_signal"].median()).astype(int)
     lr, row, km = direct(g, time, event)
     assert res.logrank_stat == pytest.approx(lr.test_statistic, rel=1e-12)
@@ -161,6 +167,134 @@ def test_survival_table_input_errors():
 def test_category_groups():
     s = pd.Series(["M", "F", None, "F"], name="gender")
     assert category_groups(s).tolist() == [1, 0, pd.NA, 0]
+
+
+# --------------------------------------------------------------------------- agreement with R
+# Reference values from R 4.2.2, survival 3.5.3 (Debian r-base-core, r-cran-survival), computed
+# once by hand; R is not needed to run the tests. The data sets (days, 1 = death) have many ties.
+#
+#   library(survival)
+#   t1 <- c(500, 200, 300, 50, 250, 800, 100, 350, 700, 250, 200, 850, 200, 300, 350,
+#           100, 400, 50, 150, 750, 250, 500, 100, 100, 400, 850, 150, 100, 500, 200)
+#   e1 <- c(1, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1, 0,
+#           1, 1)
+#   g1 <- rep(c(0, 1), each = 15)
+#   t2 <- c(150, 1410, 2040, 750, 3360, 60, 240, 1680, 570, 150, 90, 930, 270, 1020, 60, 510,
+#           120, 330, 420, 2040, 390, 1290, 300, 120, 330, 570, 300, 3180, 1590, 2880, 60, 30,
+#           210, 1410, 120, 210, 690, 60, 420, 690)
+#   e2 <- c(1, 1, 0, 1, 1, 0, 0, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 0, 1, 1,
+#           1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 1)
+#   g2 <- c(1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 0, 0, 1, 1, 0, 0, 0,
+#           0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0)
+#   for (d in list(list(t1, e1, g1), list(t2, e2, g2))) {
+#     fit <- coxph(Surv(d[[1]], d[[2]]) ~ d[[3]], ties = "efron")
+#     ci <- summary(fit)$conf.int
+#     cat(sprintf("HR %.15g lower %.15g upper %.15g\n", ci[1, 1], ci[1, 3], ci[1, 4]))
+#     km <- summary(survfit(Surv(d[[1]], d[[2]]) ~ d[[3]]))$table[, "median"]
+#     cat(sprintf("median %s\n", paste(sprintf("%.15g", km), collapse = " ")))
+#   }
+#
+# R printed:
+#   HR 1.0462431521957 lower 0.459227313545639 upper 2.38362288398075
+#   median 300 400
+#   HR 5.31957445755158 lower 1.98316233774674 upper 14.26906505374
+#   median 1410 330
+T1 = [500, 200, 300, 50, 250, 800, 100, 350, 700, 250, 200, 850, 200, 300, 350,
+      100, 400, 50, 150, 750, 250, 500, 100, 100, 400, 850, 150, 100, 500, 200]
+E1 = [1, 1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1, 1]
+G1 = [0] * 15 + [1] * 15
+T2 = [150, 1410, 2040, 750, 3360, 60, 240, 1680, 570, 150, 90, 930, 270, 1020, 60, 510, 120,
+      330, 420, 2040, 390, 1290, 300, 120, 330, 570, 300, 3180, 1590, 2880, 60, 30, 210, 1410,
+      120, 210, 690, 60, 420, 690]
+E2 = [1, 1, 0, 1, 1, 0, 0, 0, 1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1,
+      0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 1]
+G2 = [1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 0, 0, 1, 1, 0, 0, 0, 0,
+      0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0]
+R_COX = [  # (data, (HR, lower 95%, upper 95%), (KM median group 0, group 1)) as R printed them
+    ((T1, E1, G1), (1.0462431521957, 0.459227313545639, 2.38362288398075), (300, 400)),
+    ((T2, E2, G2), (5.31957445755158, 1.98316233774674, 14.26906505374), (1410, 330)),
+]
+
+
+@pytest.mark.parametrize(("data", "r_hr", "r_median"), R_COX)
+def test_cox_hr_and_ci_agree_with_r_coxph(data, r_hr, r_median):
+    t, e, g = (np.asarray(v, dtype=float) for v in data)
+    ours = np.array(cox_hazard_ratio(g.astype(int), t, e))
+    np.testing.assert_allclose(ours, r_hr, rtol=1e-6, atol=0)
+    res = logrank_median_split(None, t, e, groups=g)
+    assert (res.hr, res.hr_low95, res.hr_high95) == pytest.approx(r_hr, rel=1e-6)
+    assert (res.median_low_days, res.median_high_days) == pytest.approx(r_median, abs=1e-9)
+
+
+def test_lifelines_default_convergence_is_not_good_enough():
+    # why COX_FIT_OPTIONS exist: lifelines' default stopping rule is ~1e-4 off R on data set 1
+    (t, e, g), r_hr, _ = R_COX[0]
+    cph = CoxPHFitter().fit(pd.DataFrame({"T": t, "E": e, "g": g}), "T", "E")
+    assert abs(cph.hazard_ratios_["g"] / r_hr[0] - 1) > 1e-5
+
+
+def test_cox_agrees_with_statsmodels_on_random_tied_data():
+    # statsmodels PHReg (Efron ties) agrees with R's coxph; check many data sets, not just two
+    rng = np.random.default_rng(14)
+    worst = 0.0
+    for _ in range(25):
+        n = int(rng.integers(20, 120))
+        g = rng.integers(0, 2, n)
+        t = np.round(rng.exponential(500 / np.where(g == 1, rng.uniform(0.3, 4), 1)) / 30) * 30
+        e = (rng.uniform(size=n) < 0.7).astype(float)
+        if e[g == 0].sum() == 0 or e[g == 1].sum() == 0:
+            continue
+        sm = PHReg(t + 1, g[:, None].astype(float), status=e, ties="efron").fit(tol=1e-14)
+        beta, se = sm.params[0], sm.bse[0]
+        want = np.exp([beta, beta - 1.959963984540054 * se, beta + 1.959963984540054 * se])
+        worst = max(worst, np.max(np.abs(np.array(cox_hazard_ratio(g, t + 1, e)) / want - 1)))
+    assert worst < 1e-6
+
+
+# Kaplan-Meier medians with S(t) exactly 0.5 over a flat stretch, R 4.2.2 / survival 3.5.3:
+#
+#   km <- list(
+#     list(t = seq(100, 1000, 100), e = rep(1, 10)),
+#     list(t = c(100, 200, 300, 400, 500, 600), e = c(1, 1, 1, 0, 0, 0)),
+#     list(t = c(10, 20, 20, 30, 40, 50, 60, 70), e = c(1, 0, 1, 1, 0, 1, 1, 0)),
+#     list(t = c(30, 30, 30, 40, 50, 50, 50, 70, 70, 80, 90, 100),
+#          e = c(1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1)),
+#     list(t = c(20, 40, 40, 40, 50, 50, 80, 90, 100, 110), e = c(1, 1, 1, 1, 0, 1, 1, 1, 1, 0)),
+#     list(t = c(1, 2, 3, 4, 5), e = c(0, 1, 1, 1, 1)),
+#     list(t = c(100, 200, 300), e = c(1, 0, 0)))
+#   for (d in km) cat(sprintf("%.15g ", summary(survfit(Surv(d$t, d$e) ~ 1))$table["median"]))
+#
+# R printed:
+#   550 300 50 60 65 3.5 NA
+R_KM = [
+    (list(range(100, 1001, 100)), [1] * 10, 550.0),
+    ([100, 200, 300, 400, 500, 600], [1, 1, 1, 0, 0, 0], 300.0),
+    ([10, 20, 20, 30, 40, 50, 60, 70], [1, 0, 1, 1, 0, 1, 1, 0], 50.0),
+    ([30, 30, 30, 40, 50, 50, 50, 70, 70, 80, 90, 100], [1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1],
+     60.0),
+    ([20, 40, 40, 40, 50, 50, 80, 90, 100, 110], [1, 1, 1, 1, 0, 1, 1, 1, 1, 0], 65.0),
+    ([1, 2, 3, 4, 5], [0, 1, 1, 1, 1], 3.5),
+    ([100, 200, 300], [1, 0, 0], np.inf),  # NA in R: never reaches 0.5
+]
+
+
+@pytest.mark.parametrize(("t", "e", "r_median"), R_KM)
+def test_km_median_agrees_with_r_survfit(t, e, r_median):
+    assert km_median(t, e) == r_median
+    first = km_median(t, e, definition="first")
+    assert first == pytest.approx(
+        KaplanMeierFitter().fit(t, e).median_survival_time_)
+    assert first <= r_median or np.isinf(first)
+
+
+def test_km_median_definitions_differ_on_a_flat_stretch():
+    t, e = np.arange(100.0, 1001.0, 100.0), np.ones(10)
+    assert km_median(t, e) == 550.0 and km_median(t, e, definition="first") == 500.0
+    res = logrank_median_split(None, np.r_[t, t], np.r_[e, e], groups=np.r_[np.zeros(10),
+                                                                           np.ones(10)])
+    assert res.median_low_days == 550.0
+    with pytest.raises(InputError, match="median definition"):
+        km_median(t, e, definition="mean")
 
 
 # --------------------------------------------------------------------------- imputation, labels

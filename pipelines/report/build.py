@@ -325,6 +325,34 @@ def _cutoff(params: dict) -> float:
     return float(c) if isinstance(c, (int, float)) else 0.5
 
 
+def _auc_notes(cls: pd.DataFrame) -> list[str]:
+    """Return warning paragraphs (HTML) on AUCs that must not be read as findings.
+
+    A note when the cohort is too small for a stable AUC (n < ``SMALL_N``), and one naming the
+    pooled LOOCV AUCs whose 95% CI lies below chance.
+    """
+    from pipelines.stats.classify import SMALL_N
+
+    out = []
+    n = int(cls["n"].max()) if cls["n"].notna().any() else 0
+    if 0 < n < SMALL_N:
+        out.append(P.note(
+            f"n = {n} patients is too small for a stable AUC: 95% intervals are wide, and "
+            "pooled leave-one-out AUCs are biased below 0.5 when there is no signal (leaving a "
+            "patient out shifts the training class balance against it). "
+            + ("Read the repeated stratified k-fold estimate first, and none"
+               if (cls["evaluation"] == "repeated_cv").any() else "Read none")
+            + " of these AUCs as a finding unless its interval excludes 0.5.", "warn"))
+    loo = cls[(cls["evaluation"] == "loocv") & (cls["auc_high95"] < 0.5)]
+    if len(loo):
+        sets = ", ".join(f"{r.feature_set} ({r.auc:.2f})" for r in loo.itertuples())
+        out.append(P.note(
+            f"Pooled LOOCV AUCs below chance with their whole 95% CI: {sets}. This is the known "
+            "bias of pooled leave-one-out scores without signal: it means no signal, not an "
+            "inverted one.", "warn"))
+    return out
+
+
 def section_classifier(d: ReportData) -> str:
     """Figure 4a-d and the classifier table."""
     cls, sc, imp = (d.results[t] for t in ("results_classifier", "results_scores",
@@ -332,14 +360,19 @@ def section_classifier(d: ReportData) -> str:
     if cls.empty:
         return _empty("results_classifier", d.run["run_id"])
     cut = _cutoff(d.params)
+    has_rcv = (cls["evaluation"] == "repeated_cv").any()
     parts = ["<p>Random forests classify patients into shorter vs longer than median survival "
              "(censored patients imputed as in the paper) from DRFs (R), clinical features "
-             "(C: age, gender), immune markers (I) and their unions, evaluated by leave-one-out "
-             "cross-validation (pooled held-out scores) and on the held-out part of a single "
-             "train/test split.</p>",
-             P.figure_html(F.auc_bars(cls), "fig4a",
-                           "<b>Figure 4a.</b> AUC of each feature set with its 95% confidence "
-                           "interval (error bars), LOOCV and split; dashed line: chance.")]
+             "(C: age, gender), immune markers (I) and their unions, evaluated "
+             + ("by repeated stratified k-fold cross-validation (the mean AUC of the held-out "
+                "folds; the recommended estimate, shown first), " if has_rcv else "")
+             + "by leave-one-out cross-validation (pooled held-out scores, the paper's "
+             "estimate) and on the held-out part of a single train/test split.</p>"]
+    parts.extend(_auc_notes(cls))
+    parts.append(P.figure_html(F.auc_bars(cls), "fig4a",
+                               "<b>Figure 4a.</b> AUC of each feature set with its 95% "
+                               "confidence interval (error bars), per evaluation; dashed line: "
+                               "chance."))
     loo = sc[sc["evaluation"] == "loocv"] if len(sc) else sc
     if len(loo):
         parts.append(P.figure_html(
@@ -347,7 +380,8 @@ def section_classifier(d: ReportData) -> str:
             "<b>Figure 4b.</b> Held-out (LOOCV) predicted probability of long survival vs "
             "survival in months, one panel per feature set; hollow points are censored "
             "patients at their imputed survival. Titles: Spearman ρ of score vs survival "
-            f"and its p. Dotted line: decision threshold {cut}."))
+            "and its p, Holm-corrected over the feature sets. Dotted line: decision threshold "
+            f"{cut}."))
         parts.append(P.figure_html(
             F.km_predicted_groups(sc, cls, cut), "fig4c",
             "<b>Figure 4c.</b> Kaplan–Meier survival of the patients predicted long "
@@ -380,12 +414,22 @@ def section_markers(d: ReportData) -> str:
     if df.empty:
         return _empty("results_marker_auc", d.run["run_id"])
     labels = _labels(d.catalogue)["feature_labels"]
-    ev = "loocv" if (df["evaluation"] == "loocv").any() else "split"
-    return (P.figure_html(
+    have = set(df["evaluation"])
+    ev = next((e for e in ("loocv", "oob", "split") if e in have), "split")
+    from pipelines.stats.classify import SMALL_N
+
+    n = int(df["n"].max()) if df["n"].notna().any() else 0
+    small = (P.note(f"n = {n} patients is too small for stable marker AUCs: pooled LOOCV and "
+                    "out-of-bag AUCs are biased below 0.5 when there is no signal; read a cell "
+                    "as a finding only if its 95% CI excludes 0.5.", "warn")
+             if 0 < n < SMALL_N else "")
+    return small + (P.figure_html(
         F.marker_auc_heatmaps(df), "fig5",
         "<b>Figure 5.</b> AUC of random forests predicting below vs above-median values of "
-        "each immune marker (rows) from one sequence's DRFs (columns), LOOCV and train/test "
-        "split. Colours are centred on chance (0.5) and fixed to [0, 1].")
+        "each immune marker (rows) from one sequence's DRFs (columns), per evaluation "
+        "(LOOCV, out-of-bag, train/test split). Colours are centred on chance (0.5) and fixed "
+        "to [0, 1]. Every held-out prediction behind these AUCs is in "
+        "<code>results_marker_scores</code>.")
         + f"<h3>Most important DRF per marker and sequence ({F.EVAL_LABELS[ev]})</h3>"
         + P.table_html(P.top_feature_table(df, labels, ev)))
 
@@ -522,7 +566,8 @@ def build_report(lake: Lake | str, run_id: str | None = None,
         f"This analyze run's status is {data.run['status']!r} ({why}); the sections show only "
         "the results it wrote.", "warn")
     subtitle = (f"Analysis run <code>{P.esc(rid)}</code>, encoder "
-                f"<code>{P.esc(data.params.get('encoder', '?'))}</code>, protocol "
+                f"<code>{P.esc(data.params.get('encoder', '?'))}</code>, mask region "
+                f"<code>{P.esc(data.params.get('region', 'roi'))}</code>, protocol "
                 f"<code>{P.esc(data.params.get('protocol', '?'))}</code>, drlake "
                 f"{P.esc(data.run['package_version'])}; reproduces seed 000 (Table 1, "
                 f"Figures 2–5, Table 2).")

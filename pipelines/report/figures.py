@@ -37,8 +37,10 @@ MODALITY_LABELS = {"T1": "T1-WI", "T1CE": "T1-CE", "T2": "T2-WI", "FLAIR": "FLAI
 MODALITY_ORDER = ("T1", "T1CE", "T2", "FLAIR")
 CLINICAL_FEATURES = {"age": "Age", "gender": "Gender", "grade": "Grade"}
 KIND_COLOURS = {"DRF": "#3b6fb6", "clinical": "#e08a1e", "immune": "#3a9a4a"}
-EVAL_COLOURS = {"loocv": "#2f5d9c", "split": "#e0802a"}
-EVAL_LABELS = {"loocv": "LOOCV", "split": "train/test split"}
+EVAL_COLOURS = {"repeated_cv": "#3a8a4f", "loocv": "#2f5d9c", "split": "#e0802a",
+                "oob": "#7b5ea7"}
+EVAL_LABELS = {"repeated_cv": "repeated stratified k-fold CV", "loocv": "LOOCV (pooled)",
+               "split": "train/test split", "oob": "out-of-bag"}
 SIG_NOTE = "significant after Holm correction"
 _UPPER = {"cd4", "cd8", "nk", "m0", "m1", "m2", "cd3", "dc"}
 FONT = 8.5
@@ -285,12 +287,13 @@ def wilcoxon_heatmap(df: pd.DataFrame, **labels) -> Figure:
 
 
 def auc_bars(classifier: pd.DataFrame) -> Figure:
-    """Fig. 4a: survival-classifier AUC with 95% CI per feature set, LOOCV and split side by side.
+    """Fig. 4a: survival-classifier AUC with 95% CI per feature set and evaluation, side by side.
 
-    Bars are labelled with the AUC; the dashed line is chance (0.5).
+    Evaluations in the order repeated stratified k-fold CV (the recommended estimate), pooled
+    LOOCV (the paper's), split. Bars are labelled with the AUC; the dashed line is chance (0.5).
     """
     sets = order_feature_sets(classifier["feature_set"])
-    evals = [e for e in ("loocv", "split") if e in set(classifier["evaluation"])]
+    evals = [e for e in ("repeated_cv", "loocv", "split") if e in set(classifier["evaluation"])]
     fig = _new_figure(max(6.5, 1.1 * len(sets) + 2.5), 4.4)
     ax = fig.add_axes((0.09, 0.2, 0.88, 0.68))
     w = 0.8 / max(len(evals), 1)
@@ -319,7 +322,7 @@ def auc_bars(classifier: pd.DataFrame) -> Figure:
     ax.set_xlabel("feature set: R = DRFs, C = clinical (age, gender), I = immune markers",
                   fontsize=FONT + 0.5)
     ax.tick_params(labelsize=FONT)
-    ax.legend(fontsize=FONT, loc="upper left", ncols=3, frameon=False,
+    ax.legend(fontsize=FONT, loc="upper left", ncols=len(evals) + 1, frameon=False,
               bbox_to_anchor=(0, 1.13))
     ax.spines[["top", "right"]].set_visible(False)
     return fig
@@ -345,7 +348,8 @@ def score_scatter(scores: pd.DataFrame, classifier: pd.DataFrame, cutoff: float 
     """Fig. 4b: held-out predicted P(long survival) vs survival, one panel per feature set.
 
     Survival is in months; censored patients are drawn hollow at their imputed survival (the
-    value the labels and the Spearman rho use). Each title gives rho and its p from the
+    value the labels and the Spearman rho use). Each title gives rho and its Holm-corrected p
+    (over the feature sets of the evaluation; the raw p when no corrected one is stored) from the
     results_classifier table.
     """
     sc = scores[scores["evaluation"] == evaluation]
@@ -367,8 +371,12 @@ def score_scatter(scores: pd.DataFrame, classifier: pd.DataFrame, cutoff: float 
                    label="censored (imputed)")
         ax.axvline(cutoff, color="#999999", linestyle=":", linewidth=1)
         rho = stats["score_rho"].get(s, np.nan) if "score_rho" in stats else np.nan
-        p = stats["score_rho_p"].get(s, np.nan) if "score_rho_p" in stats else np.nan
-        rho_txt = f"ρ = {rho:.2f}, p = {format_p(p)}" if np.isfinite(rho) else "ρ n/a"
+        holm = ("score_rho_p_holm" in stats
+                and np.isfinite(float(stats["score_rho_p_holm"].get(s, np.nan))))
+        col = "score_rho_p_holm" if holm else "score_rho_p"
+        p = stats[col].get(s, np.nan) if col in stats else np.nan
+        rho_txt = (f"ρ = {rho:.2f}, {'Holm p' if holm else 'p'} = {format_p(p)}"
+                   if np.isfinite(rho) else "ρ n/a")
         ax.set_title(f"{s}: {rho_txt}", fontsize=FONT + 0.5, loc="left")
         ax.set_xlim(-0.03, 1.03)
         ax.tick_params(labelsize=FONT)
@@ -495,10 +503,11 @@ def importance_bars(importance: pd.DataFrame, feature_labels: Mapping[str, str] 
 def marker_auc_heatmaps(marker_auc: pd.DataFrame) -> Figure:
     """Fig. 5a/b: AUC of predicting low/high markers from each sequence's DRFs.
 
-    One panel per evaluation (LOOCV, split), markers as rows and sequences as columns, each
-    cell annotated with its AUC; diverging colours centred on chance (0.5), fixed to [0, 1].
+    One panel per evaluation (LOOCV, out-of-bag, split), markers as rows and sequences as
+    columns, each cell annotated with its AUC; diverging colours centred on chance (0.5), fixed
+    to [0, 1].
     """
-    evals = [e for e in ("loocv", "split") if e in set(marker_auc["evaluation"])]
+    evals = [e for e in ("loocv", "oob", "split") if e in set(marker_auc["evaluation"])]
     mods = order_modalities(marker_auc["modality"])
     markers = sorted(marker_auc["marker"].unique(), key=marker_label)
     ylabels = [marker_label(m) for m in markers]

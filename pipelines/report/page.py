@@ -266,12 +266,25 @@ SURVIVAL_FORMATS = {
 # --------------------------------------------------------------------------- Figure 4/5 tables
 
 
+EVALUATION_ORDER = ("repeated_cv", "loocv", "split", "oob")
+
+
 def classifier_display(classifier: pd.DataFrame) -> pd.DataFrame:
-    """Return the survival-classifier results per feature set and evaluation, for display."""
+    """Return the survival-classifier results per feature set and evaluation, for display.
+
+    Rows: the recommended estimate (repeated stratified k-fold CV) first, then pooled LOOCV (the
+    paper's) and the split; a "reading" column says when an AUC must not be read as a finding
+    (:func:`pipelines.stats.classify.auc_caveat`).
+    """
+    from pipelines.stats.classify import auc_caveat
+
     d = classifier.copy()
     d["_o"] = d["feature_set"].map({s: i for i, s in
                                     enumerate(order_feature_sets(d["feature_set"]))})
-    d = d.sort_values(["evaluation", "_o"])
+    d["_e"] = d["evaluation"].map({e: i for i, e in enumerate(EVALUATION_ORDER)}).fillna(99)
+    d = d.sort_values(["_e", "_o"])
+    holm = (d["score_rho_p_holm"].to_numpy(float) if "score_rho_p_holm" in d
+            else np.full(len(d), np.nan))
 
     def ci(a, lo, hi, digits=3):
         return "" if not np.isfinite(a) else f"{a:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f})"
@@ -285,15 +298,18 @@ def classifier_display(classifier: pd.DataFrame) -> pd.DataFrame:
                          .to_numpy(float)],
         "Spearman ρ score vs survival": d["score_rho"].to_numpy(float),
         "ρ p": d["score_rho_p"].to_numpy(float),
+        "ρ p (Holm)": holm,
         "log-rank p (predicted groups)": d["logrank_p"].to_numpy(float),
         "HR short vs long (95% CI)": [ci(*v, digits=2) for v in
                                       d[["hr", "hr_low95", "hr_high95"]].to_numpy(float)],
         "protocol": d["protocol"].to_numpy(),
+        "reading": [auc_caveat(r.evaluation, int(r.n), float(r.auc), float(r.auc_low95),
+                               float(r.auc_high95)) for r in d.itertuples()],
     })
 
 
 CLASSIFIER_FORMATS = {"Spearman ρ score vs survival": fmt_num(2), "ρ p": format_p,
-                      "log-rank p (predicted groups)": format_p}
+                      "ρ p (Holm)": format_p, "log-rank p (predicted groups)": format_p}
 
 
 def top_feature_table(marker_auc: pd.DataFrame, labels: Mapping[str, str] | None = None,

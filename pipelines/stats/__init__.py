@@ -3,10 +3,10 @@ objects out; no I/O, no lake, no paths. Survival times are in days, events are 1
 
 - :mod:`.multiple_testing`: Holm-Bonferroni adjustment.
 - :mod:`.association`: median splits, Spearman and Wilcoxon rank-sum heatmaps.
-- :mod:`.survival`: log-rank / Kaplan-Meier / Cox of median-split groups, censored imputation,
-  short/long survival labels.
-- :mod:`.classify`: random forests with LOOCV or a split, AUC confidence intervals, survival of
-  predicted groups.
+- :mod:`.survival`: log-rank / Kaplan-Meier (R's median by default) / Cox (agreeing with R's
+  coxph) of median-split groups, censored imputation, short/long survival labels.
+- :mod:`.classify`: random forests with LOOCV, a split, repeated stratified k-fold or out-of-bag
+  predictions, AUC confidence intervals and caveats, survival of predicted groups.
 - :mod:`.splits`: reproducible train/test splits and leave-one-out folds.
 """
 
@@ -20,10 +20,13 @@ from pipelines.stats.association import (
 from pipelines.stats.classify import (
     ClassifierResult,
     ScoreSurvivalResult,
+    auc_caveat,
     auc_ci,
     delong_auc_variance,
     median_labeller,
     rf_loocv,
+    rf_oob,
+    rf_repeated_cv,
     rf_split,
     score_group_survival,
 )
@@ -34,6 +37,7 @@ from pipelines.stats.survival import (
     category_groups,
     cox_hazard_ratio,
     impute_censored_survival,
+    km_median,
     logrank_median_split,
     survival_labeller,
     survival_labels,
@@ -45,17 +49,21 @@ __all__ = [
     "LogrankResult",
     "MedianSplit",
     "ScoreSurvivalResult",
+    "auc_caveat",
     "auc_ci",
     "category_groups",
     "cox_hazard_ratio",
     "delong_auc_variance",
     "holm_adjust",
     "impute_censored_survival",
+    "km_median",
     "logrank_median_split",
     "loo_folds",
     "median_labeller",
     "median_split",
     "rf_loocv",
+    "rf_oob",
+    "rf_repeated_cv",
     "rf_split",
     "score_group_survival",
     "spearman_matrix",

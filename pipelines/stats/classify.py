@@ -10,13 +10,20 @@ censored-survival imputation) from the training rows ``train_idx`` only; see
 Two protocols:
 
 - ``"paper"``: what the paper describes. Labels are computed once from all rows
-  (``make_labels(all rows)``), and the preprocessing (missing-value imputation by medians) is
-  fitted once on all rows; only the forest is refitted per fold. Label thresholds and imputation
-  medians thus see the test row, a mild leak.
+  (``make_labels(all rows)``), so label thresholds (and the censored-survival donors) see the
+  test row, a mild leak.
 - ``"strict"``: everything learned from data is fitted inside each training fold: the label rule
   is called with the training rows and the test row is scored against the labels that rule gives
-  it, and the preprocessing is a step of the fold's pipeline. No test row is used to fit
-  anything.
+  it. No test row is used to fit anything.
+
+In both protocols the preprocessing (missing-value imputation by medians, which the paper does not
+describe) is a step of each fold's pipeline, fitted on the fold's training rows only (the OOB
+path: on each tree's in-bag rows).
+
+Evaluations: :func:`rf_loocv` (the paper's pooled leave-one-out), :func:`rf_split` (a single
+train/test split), :func:`rf_repeated_cv` (repeated stratified k-fold, the recommended estimate at
+small n: pooled LOOCV AUCs are biased below 0.5 when there is no signal) and :func:`rf_oob`
+(out-of-bag predictions of one forest, cheap).
 
 Random forests use ``n_jobs=1`` (parallelise over analyses, not inside one) and the same
 ``random_state=seed`` in every fold, so results are reproducible.
@@ -36,7 +43,9 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import RepeatedStratifiedKFold
 from sklearn.pipeline import Pipeline
+from sklearn.tree import DecisionTreeClassifier
 
 from pipelines.exceptions import InputError
 from pipelines.stats.association import MedianSplit, numeric_column
@@ -49,12 +58,17 @@ from pipelines.stats.survival import (
 )
 
 __all__ = [
+    "EVALUATION_NAMES",
+    "SMALL_N",
     "ClassifierResult",
     "ScoreSurvivalResult",
+    "auc_caveat",
     "auc_ci",
     "delong_auc_variance",
     "median_labeller",
     "rf_loocv",
+    "rf_oob",
+    "rf_repeated_cv",
     "rf_split",
     "score_group_survival",
 ]
@@ -304,9 +318,10 @@ def rf_loocv(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = N_ESTIMATORS
     ``X``: patients x features (NaN allowed: imputed by ``preprocess``); ``y``: 0/1 labels
     (array, or Series on X's index) or a label rule ``make_labels(train_idx) -> labels of all
     rows`` (see the module docstring and ``protocol``). ``preprocess``: an unfitted sklearn
-    transformer that keeps the columns, cloned wherever it is fitted; None means median
-    imputation (``SimpleImputer(strategy="median")``). ``rf_params``: extra
-    ``RandomForestClassifier`` arguments (``max_features`` defaults to "sqrt").
+    transformer that keeps the columns, cloned and fitted on each fold's training rows (both
+    protocols); None means median imputation (``SimpleImputer(strategy="median")``).
+    ``rf_params``: extra ``RandomForestClassifier`` arguments (``max_features`` defaults to
+    "sqrt").
 
     Each of the n folds fits a forest on n - 1 rows and predicts P(label = 1) for the left-out
     row; the n out-of-fold scores are pooled and one ROC AUC (with a ``ci_method`` 95% CI, see
@@ -331,17 +346,12 @@ def rf_loocv(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = N_ESTIMATORS
     all_rows = np.arange(n)
     labels_all = rule(all_rows)
     base = _pipeline(preprocess, seed, n_estimators, rf_params)
-    if protocol == "paper":
-        Xf = pd.DataFrame(clone(base.named_steps["prep"]).fit_transform(X), index=X.index)
-        base = Pipeline([("prep", "passthrough"), ("rf", base.named_steps["rf"])])
-    else:
-        Xf = X
     scores, y_eval = np.empty(n), np.empty(n, dtype=int)
     impurity = np.zeros(X.shape[1])
     for train, test in loo_folds(n):
         lab = labels_all if protocol == "paper" else rule(train)
-        model = clone(base).fit(Xf.iloc[train], lab[train])
-        scores[test] = _proba1(model, Xf.iloc[test])
+        model = clone(base).fit(X.iloc[train], lab[train])
+        scores[test] = _proba1(model, X.iloc[test])
         y_eval[test] = lab[test]
         impurity += _impurity(model, X.shape[1])
     final = _pipeline(preprocess, seed, n_estimators, rf_params).fit(X, labels_all)
@@ -361,9 +371,8 @@ def rf_split(X: pd.DataFrame, y, train_idx, test_idx, seed: int = 0,
     ``train_idx`` / ``test_idx``: integer row positions of X (e.g. from
     :func:`pipelines.stats.splits.train_test_split_ids` mapped to positions). Arguments as in
     :func:`rf_loocv`. With a label rule, ``protocol="strict"`` (default) computes the labels of
-    all rows from the training rows (``make_labels(train_idx)``) and fits the preprocessing on
-    the training rows; ``"paper"`` uses ``make_labels(all rows)`` and fits the preprocessing on
-    all rows.
+    all rows from the training rows (``make_labels(train_idx)``); ``"paper"`` uses
+    ``make_labels(all rows)``. The preprocessing is fitted on the training rows in both.
 
     Returns a :class:`ClassifierResult` with the AUC and CI of the test rows, the forest's
     impurity importances and permutation importances computed on the test rows.
@@ -375,13 +384,7 @@ def rf_split(X: pd.DataFrame, y, train_idx, test_idx, seed: int = 0,
         raise InputError("train_idx and test_idx must be non-empty and disjoint")
     rule = _label_rule(y, X)
     lab = rule(np.arange(len(X)) if protocol == "paper" else train)
-    model = _pipeline(preprocess, seed, n_estimators, rf_params)
-    if protocol == "paper":
-        prep = clone(model.named_steps["prep"]).fit(X)
-        model = Pipeline([("prep", prep), ("rf", model.named_steps["rf"])])
-        model.named_steps["rf"].fit(prep.transform(X.iloc[train]), lab[train])
-    else:
-        model.fit(X.iloc[train], lab[train])
+    model = _pipeline(preprocess, seed, n_estimators, rf_params).fit(X.iloc[train], lab[train])
     scores = _proba1(model, X.iloc[test])
     perm = _permutation(model, X.iloc[test], lab[test], permutation_repeats, seed)
     params = {"seed": seed, "n_estimators": n_estimators, "rf_params": dict(rf_params or {}),
@@ -389,6 +392,139 @@ def rf_split(X: pd.DataFrame, y, train_idx, test_idx, seed: int = 0,
               "n_train": int(train.size)}
     imp = _importances(X.columns, _impurity(model, X.shape[1]), perm)
     return _result(lab[test], scores, X.index[test], imp, protocol, ci_method, seed, params)
+
+
+def _loo_labels(rule: LabelRule, n: int) -> np.ndarray:
+    """Return each row's label from the rule fitted on all other rows (strict evaluation labels).
+
+    Shape (n,), 0/1 ints: row i gets ``rule(all rows but i)[i]``, as in strict LOOCV.
+    """
+    rows = np.arange(n)
+    return np.array([rule(np.delete(rows, i))[i] for i in range(n)], dtype=int)
+
+
+def rf_repeated_cv(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = N_ESTIMATORS,
+                   n_splits: int = 5, n_repeats: int = 10, protocol: Protocol = "paper",
+                   preprocess=None, ci_method: str = "delong",
+                   rf_params: dict | None = None) -> ClassifierResult:
+    """Return a :class:`ClassifierResult` of repeated stratified k-fold cross-validation.
+
+    The small-n estimate: ``n_repeats`` times, the rows are split into ``n_splits`` folds
+    stratified on the labels of all rows (``sklearn RepeatedStratifiedKFold(random_state=seed)``;
+    ``n_splits`` is lowered to the minority-class count when that is smaller, >= 2), a forest is
+    fitted on each training part (preprocessing inside the fold; strict: labels from
+    ``make_labels(training rows)``) and the AUC of each test fold is computed on its own; ``auc``
+    is the mean of the fold AUCs (folds with one class only are skipped). Fold AUCs, unlike the
+    pooled LOOCV AUC, are not biased below 0.5 when there is no signal. The 95% CI is ``auc`` +/-
+    the mean over repeats of the half-width of the ``ci_method`` CI of that repeat's pooled
+    out-of-fold scores: an approximation that ignores the variability of the training sets.
+    ``scores``: each row's held-out score averaged over the repeats; ``labels``: the labels of
+    all rows (paper) or, strict, each row's label from the rule fitted on all other rows.
+    Arguments otherwise as in :func:`rf_loocv`; no permutation importances (impurity: mean over
+    the folds' forests).
+    """
+    _check_options(protocol, ci_method)
+    X = _check_X(X)
+    n = len(X)
+    rule = _label_rule(y, X)
+    labels_all = rule(np.arange(n))
+    minority = int(min(labels_all.sum(), n - labels_all.sum()))
+    k = min(int(n_splits), minority)
+    if k < 2 or n_repeats < 1:
+        raise InputError(f"repeated {n_splits}-fold CV needs >= 2 rows of each class per fold "
+                         f"(minority class has {minority}) and n_repeats >= 1")
+    cv = RepeatedStratifiedKFold(n_splits=k, n_repeats=int(n_repeats), random_state=seed)
+    base = _pipeline(preprocess, seed, n_estimators, rf_params)
+    fold_aucs, halves = [], []
+    score_sum = np.zeros(n)
+    impurity = np.zeros(X.shape[1])
+    rep_scores, rep_labels = np.empty(n), np.empty(n, dtype=int)
+    for f, (train, test) in enumerate(cv.split(np.zeros(n), labels_all)):
+        lab = labels_all if protocol == "paper" else rule(train)
+        model = clone(base).fit(X.iloc[train], lab[train])
+        s = _proba1(model, X.iloc[test])
+        score_sum[test] += s
+        rep_scores[test], rep_labels[test] = s, lab[test]
+        impurity += _impurity(model, X.shape[1])
+        if 0 < lab[test].sum() < test.size:
+            fold_aucs.append(roc_auc_score(lab[test], s))
+        if (f + 1) % k == 0:  # end of a repeat: CI half-width of its pooled scores
+            _, lo, hi = auc_ci(rep_labels, rep_scores, method=ci_method, seed=seed)
+            if np.isfinite(lo) and np.isfinite(hi):
+                halves.append((hi - lo) / 2)
+    n_fits = k * int(n_repeats)
+    auc = float(np.mean(fold_aucs)) if fold_aucs else np.nan
+    half = float(np.mean(halves)) if halves else np.nan
+    lo, hi = max(0.0, auc - half), min(1.0, auc + half)
+    y_eval = labels_all if protocol == "paper" else _loo_labels(rule, n)
+    params = {"seed": seed, "n_estimators": n_estimators, "rf_params": dict(rf_params or {}),
+              "validation": "repeated_cv", "n_splits": k, "n_repeats": int(n_repeats),
+              "fold_aucs": [float(a) for a in fold_aucs]}
+    return ClassifierResult(
+        auc=auc, auc_low95=lo, auc_high95=hi, n=n, n_pos=int(y_eval.sum()),
+        scores=pd.Series(score_sum / int(n_repeats), index=X.index, name="score"),
+        labels=pd.Series(y_eval, index=X.index, name="label"),
+        importances=_importances(X.columns, impurity / n_fits,
+                                 (np.full(X.shape[1], np.nan), np.full(X.shape[1], np.nan))),
+        protocol=protocol, ci_method=ci_method, params=params)
+
+
+def rf_oob(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = 100,
+           protocol: Protocol = "paper", preprocess=None, ci_method: str = "delong",
+           rf_params: dict | None = None) -> ClassifierResult:
+    """Return a :class:`ClassifierResult` from the out-of-bag predictions of a random forest.
+
+    A forest of ``max(n_estimators, 50)`` trees (``DecisionTreeClassifier``, ``max_features``
+    "sqrt" unless ``rf_params`` says otherwise), each fitted on a bootstrap sample of the n rows
+    (``numpy.random.default_rng(seed)``); a row's score is the mean P(label = 1) of the trees
+    whose sample left it out, so it is held out like leave-one-out's at the cost of one forest
+    (rows no tree left out, possible with few trees, are dropped). Each tree's preprocessing
+    (``preprocess``, default median imputation) is fitted on its in-bag rows only. Labels:
+    ``"paper"`` uses ``make_labels(all rows)`` for training and evaluation; ``"strict"`` trains
+    each tree on ``make_labels(its in-bag rows)`` and scores row i against
+    ``make_labels(all rows but i)[i]``, so no threshold, donor or imputer a row is judged by has
+    seen that row. ``y`` as in :func:`rf_loocv`. Impurity importances: mean over the trees.
+    Out-of-bag scores are pooled like leave-one-out's, and share its bias below 0.5 when there
+    is no signal (the trees that leave a positive out saw fewer positives); prefer
+    :func:`rf_repeated_cv` at small n.
+    """
+    _check_options(protocol, ci_method)
+    X = _check_X(X)
+    n = len(X)
+    rule = _label_rule(y, X)
+    labels_all = rule(np.arange(n))
+    prep0 = (SimpleImputer(strategy="median", keep_empty_features=True) if preprocess is None
+             else preprocess)
+    params = {"max_features": "sqrt", **(rf_params or {})}
+    rng = np.random.default_rng(seed)
+    n_trees = max(int(n_estimators), 50)
+    seeds = rng.integers(0, 2**31 - 1, n_trees)
+    total, count = np.zeros(n), np.zeros(n)
+    impurity = np.zeros(X.shape[1])
+    for b in range(n_trees):
+        boot = rng.integers(0, n, n)
+        inbag = np.unique(boot)
+        oob = np.setdiff1d(np.arange(n), inbag)
+        lab = labels_all if protocol == "paper" else rule(inbag)
+        prep = clone(prep0).fit(X.iloc[inbag])
+        tree = DecisionTreeClassifier(random_state=int(seeds[b]), **params)
+        tree.fit(prep.transform(X.iloc[boot]), lab[boot])
+        imp = tree.feature_importances_
+        if imp.size != X.shape[1]:
+            raise InputError("preprocess must keep one output column per input feature")
+        impurity += imp
+        if oob.size:
+            total[oob] += _proba1(tree, prep.transform(X.iloc[oob]))
+            count[oob] += 1
+    ok = count > 0
+    scores = total[ok] / count[ok]
+    y_eval = (labels_all if protocol == "paper" else _loo_labels(rule, n))[ok]
+    run = {"seed": seed, "n_estimators": n_trees, "rf_params": dict(rf_params or {}),
+           "validation": "oob", "oob": True}
+    empty = (np.full(X.shape[1], np.nan), np.full(X.shape[1], np.nan))
+    return _result(y_eval, scores, X.index[ok], _importances(X.columns, impurity / n_trees,
+                                                                empty),
+                   protocol, ci_method, seed, run)
 
 
 # --------------------------------------------------------------------------- predicted groups
@@ -451,3 +587,40 @@ def score_group_survival(score, time, event, cutoff: float | Literal["median"] =
     with np.errstate(divide="ignore"):
         inv = (1.0 / lr.hr, 1.0 / lr.hr_high95, 1.0 / lr.hr_low95)
     return ScoreSurvivalResult(rho, rho_p, int(s.size), cut, lr, *map(float, inv))
+
+
+# --------------------------------------------------------------------------- reading AUCs
+
+#: Display names of the evaluations, recommended first.
+EVALUATION_NAMES = {"repeated_cv": "repeated stratified k-fold CV",
+                    "loocv": "pooled LOOCV", "split": "train/test split", "oob": "out-of-bag"}
+
+#: Below this many patients a cross-validated AUC is not stable (95% CI half-width ~0.15 or
+#: more with balanced median-split labels), and pooled LOOCV is visibly biased below 0.5.
+SMALL_N = 60
+
+
+def auc_caveat(evaluation: str, n: int, auc: float, low95: float, high95: float) -> str:
+    """Return a one-sentence caveat on reading an AUC, or "" when there is none.
+
+    ``evaluation``: "loocv", "split", "repeated_cv" or "oob"; ``n``: patients evaluated;
+    ``auc`` with its 95% CI. Caveats: an AUC whose CI lies below 0.5 (under pooled LOOCV this is
+    the known bias of pooling leave-one-out scores when there is no signal, not an inverted
+    signal); a CI that includes 0.5 (not distinguishable from chance); ``n < SMALL_N`` (too few
+    patients for a stable estimate).
+    """
+    if auc is None or not np.isfinite(auc):
+        return "AUC not estimable"
+    parts = []
+    if np.isfinite(high95) and high95 < 0.5:
+        parts.append("below chance: pooled LOOCV AUCs are biased below 0.5 when there is no "
+                     "signal, so read this as no signal, not an inverted one"
+                     if evaluation == "loocv" else
+                     "below chance: read as no signal, not an inverted one")
+    elif np.isfinite(low95) and np.isfinite(high95) and low95 <= 0.5 <= high95:
+        parts.append("95% CI includes 0.5: not distinguishable from chance")
+    if n < SMALL_N:
+        parts.append(f"n = {n} is too small for a stable AUC estimate"
+                     + ("; prefer repeated stratified k-fold CV" if evaluation == "loocv"
+                        else ""))
+    return "; ".join(parts)

@@ -5,9 +5,14 @@ follow-up otherwise); ``event`` is 1 when the death was observed and 0 when the 
 censored (the paper calls the former "censorship=1"). Groups are 0 = low and 1 = high, made by
 the median split of :mod:`pipelines.stats.association` (high = strictly above the median) unless
 given. Hazard ratios are those of the high group relative to the low group, from a Cox model on
-the 0/1 group indicator (lifelines ``CoxPHFitter``, Efron ties); a hazard ratio is NaN when it
-is not estimable: a group without any death (monotone likelihood) or a Cox fit that does not
-converge.
+the 0/1 group indicator (lifelines ``CoxPHFitter``, Efron ties, Wald 95% CI), fitted to a tight
+convergence (:data:`COX_FIT_OPTIONS`) so that HRs and CIs agree with R's ``coxph`` to ~1e-7
+relative; a hazard ratio is NaN when it is not estimable: a group without any death (monotone
+likelihood) or a Cox fit that does not converge.
+
+Kaplan-Meier medians (:func:`km_median`) follow R by default (``print.survfit``: when S(t) is
+exactly 0.5 over a flat stretch, the midpoint of that stretch's first event time and the next
+event time); ``median_definition="first"`` gives lifelines' first time with S(t) <= 0.5.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -31,11 +37,22 @@ __all__ = [
     "category_groups",
     "cox_hazard_ratio",
     "impute_censored_survival",
+    "km_median",
     "logrank_median_split",
     "survival_labeller",
     "survival_labels",
     "survival_table",
 ]
+
+#: lifelines' Newton-Raphson stopping rule. Its defaults (precision 1e-7 on the Newton decrement,
+#: r_precision 1e-9) leave HRs up to ~1e-4 relative from the optimum; these agree with R's
+#: ``coxph`` (and statsmodels ``PHReg``) to ~1e-7 at the cost of one or two more iterations.
+COX_FIT_OPTIONS = {"precision": 1e-14, "r_precision": 1e-15}
+
+#: R's tolerance when comparing S(t) with 0.5 (``survival:::survmean``: sqrt(machine eps)).
+_KM_TOL = float(np.finfo(float).eps) ** 0.5
+
+MedianDefinition = Literal["r", "first"]
 
 TABLE_COLUMNS = ["feature", "n_low", "n_high", "median_low_days", "median_high_days",
                  "logrank_stat", "p", "hr", "hr_low95", "hr_high95", "p_holm", "significant"]
@@ -118,7 +135,9 @@ def cox_hazard_ratio(group: np.ndarray, time: np.ndarray, event: np.ndarray) -> 
                                                                                     float, float]:
     """Return (HR, lower 95%, upper 95%) of group 1 vs group 0 from lifelines ``CoxPHFitter``.
 
-    NaN triple when a group has no death, or lifelines reports a convergence problem.
+    Efron ties, Wald CI exp(beta +/- 1.96 se), fitted with :data:`COX_FIT_OPTIONS` (agrees with
+    R's ``coxph(Surv(time, event) ~ group)``). NaN triple when a group has no death, or
+    lifelines reports a convergence problem.
     """
     if event[group == 0].sum() == 0 or event[group == 1].sum() == 0:
         return np.nan, np.nan, np.nan
@@ -126,7 +145,8 @@ def cox_hazard_ratio(group: np.ndarray, time: np.ndarray, event: np.ndarray) -> 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         try:
-            cph = CoxPHFitter().fit(df, duration_col="T", event_col="E")
+            cph = CoxPHFitter().fit(df, duration_col="T", event_col="E",
+                                    fit_options=dict(COX_FIT_OPTIONS))
         except ConvergenceError:
             return np.nan, np.nan, np.nan
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
@@ -136,14 +156,46 @@ def cox_hazard_ratio(group: np.ndarray, time: np.ndarray, event: np.ndarray) -> 
             float(row["exp(coef) upper 95%"]))
 
 
-def _km_median(time: np.ndarray, event: np.ndarray) -> float:
-    """Return the Kaplan-Meier median survival time (inf if never reached)."""
-    return float(KaplanMeierFitter().fit(time, event).median_survival_time_)
+def km_median(time, event, definition: MedianDefinition = "r") -> float:
+    """Return the Kaplan-Meier median survival time (days; inf if S(t) never falls to 0.5).
+
+    ``definition="r"`` (default): R's ``print.survfit`` / ``summary(survfit)$table`` median, the
+    first event time t_j with S(t_j) <= 0.5, except that when S(t_j) is 0.5 (within
+    sqrt(machine eps)) and the curve falls again later, the midpoint of t_j and the next event
+    time (e.g. 10 deaths at 100, 200, ..., 1000 days: 550). A curve flat at 0.5 to the last
+    follow-up keeps t_j (R's ``quantile.survfit`` would average t_j with the last follow-up
+    instead). ``definition="first"``: lifelines' ``median_survival_time_``, always t_j.
+    ``time``, ``event``: 1-D arrays, no missing values.
+    """
+    t = np.asarray(time, dtype=float)
+    e = np.asarray(event, dtype=float)
+    if definition == "first":
+        return float(KaplanMeierFitter().fit(t, e).median_survival_time_)
+    if definition != "r":
+        raise InputError(f"median definition must be 'r' or 'first', got {definition!r}")
+    death_t = np.unique(t[e == 1])
+    if death_t.size == 0:
+        return np.inf
+    at_risk = (t[None, :] >= death_t[:, None]).sum(axis=1)
+    deaths = ((t[None, :] == death_t[:, None]) & (e[None, :] == 1)).sum(axis=1)
+    surv = np.cumprod(1.0 - deaths / at_risk)
+    below = np.flatnonzero(surv < 0.5 + _KM_TOL)
+    if below.size == 0:
+        return np.inf
+    j = below[0]
+    later = np.flatnonzero(surv[j + 1:] < surv[j])
+    if abs(surv[j] - 0.5) < _KM_TOL and later.size:
+        return float((death_t[j] + death_t[j + 1 + later[0]]) / 2)
+    return float(death_t[j])
 
 
 def logrank_groups(group: np.ndarray, time: np.ndarray, event: np.ndarray,
-                   threshold: float = np.nan) -> LogrankResult:
-    """Return the :class:`LogrankResult` of 0/1 groups (complete rows only, no NaN)."""
+                   threshold: float = np.nan,
+                   median_definition: MedianDefinition = "r") -> LogrankResult:
+    """Return the :class:`LogrankResult` of 0/1 groups (complete rows only, no NaN).
+
+    KM medians by :func:`km_median` with ``median_definition``.
+    """
     lo, hi = group == 0, group == 1
     n_low, n_high = int(lo.sum()), int(hi.sum())
     ev_low, ev_high = int(event[lo].sum()), int(event[hi].sum())
@@ -155,14 +207,15 @@ def logrank_groups(group: np.ndarray, time: np.ndarray, event: np.ndarray,
     hr, hr_lo, hr_hi = cox_hazard_ratio(group, time, event)
     return LogrankResult(
         n_low=n_low, n_high=n_high, events_low=ev_low, events_high=ev_high,
-        median_low_days=_km_median(time[lo], event[lo]),
-        median_high_days=_km_median(time[hi], event[hi]),
+        median_low_days=km_median(time[lo], event[lo], median_definition),
+        median_high_days=km_median(time[hi], event[hi], median_definition),
         logrank_stat=float(lr.test_statistic), p=float(lr.p_value),
         hr=hr, hr_low95=hr_lo, hr_high95=hr_hi, threshold=threshold,
     )
 
 
-def logrank_median_split(values, time, event, groups=None) -> LogrankResult:
+def logrank_median_split(values, time, event, groups=None,
+                         median_definition: MedianDefinition = "r") -> LogrankResult:
     """Log-rank test, KM medians and Cox HR of the median-split groups of ``values``.
 
     ``values``: one feature per patient (Series or array); ``time`` (days) and ``event``
@@ -170,9 +223,9 @@ def logrank_median_split(values, time, event, groups=None) -> LogrankResult:
     event or the value are left out; the median is that of the remaining patients' values, and
     a patient is high (1) when strictly above it. ``groups`` (0/1, NaN/<NA> = left out) replaces
     the median split when given, e.g. categories or a split learned on a training set; then
-    ``values`` may be None.
+    ``values`` may be None. ``median_definition``: see :func:`km_median` (default R's).
 
-    Returns a :class:`LogrankResult` (lifelines ``logrank_test``, ``KaplanMeierFitter``,
+    Returns a :class:`LogrankResult` (lifelines ``logrank_test``, :func:`km_median`,
     ``CoxPHFitter``; HR of high vs low).
     """
     if values is None and groups is None:
@@ -192,7 +245,7 @@ def logrank_median_split(values, time, event, groups=None) -> LogrankResult:
         g, t, e = g[ok], t[ok], e[ok]
         if not np.all(np.isin(g, (0.0, 1.0))):
             raise InputError("groups must be 0 (low), 1 (high) or missing")
-    return logrank_groups(g.astype(int), t, e, threshold)
+    return logrank_groups(g.astype(int), t, e, threshold, median_definition)
 
 
 def category_groups(x: pd.Series) -> pd.Series:
@@ -213,13 +266,15 @@ def category_groups(x: pd.Series) -> pd.Series:
 
 
 def survival_table(features: pd.DataFrame, time, event, categorical: Sequence[str] = ("gender",),
-                   alpha: float = 0.05) -> pd.DataFrame:
+                   alpha: float = 0.05,
+                   median_definition: MedianDefinition = "r") -> pd.DataFrame:
     """Log-rank test of the median-split (or two-category) groups of every column, Holm-corrected.
 
     ``features``: patients x features (DRFs, age, markers, gender...); ``time`` (days) and
     ``event`` (1 = death) aligned with its rows (Series on the same index, or arrays in row
     order). Columns named in ``categorical`` are split by their two categories
-    (:func:`category_groups`), the others at their median (:func:`logrank_median_split`).
+    (:func:`category_groups`), the others at their median (:func:`logrank_median_split`);
+    ``median_definition`` chooses the KM median (:func:`km_median`).
 
     Returns one row per feature with columns feature, n_low, n_high, median_low_days,
     median_high_days, logrank_stat, p, hr, hr_low95, hr_high95 (high vs low group), p_holm (Holm
@@ -239,9 +294,11 @@ def survival_table(features: pd.DataFrame, time, event, categorical: Sequence[st
     for col in features.columns:
         x = features[col].reset_index(drop=True)
         if col in categorical:
-            res = logrank_median_split(None, t, e, groups=category_groups(x))
+            res = logrank_median_split(None, t, e, groups=category_groups(x),
+                                       median_definition=median_definition)
         else:
-            res = logrank_median_split(numeric_column(x, col), t, e)
+            res = logrank_median_split(numeric_column(x, col), t, e,
+                                       median_definition=median_definition)
         rows.append({"feature": col, **res.to_dict()})
     out = pd.DataFrame(rows, columns=TABLE_COLUMNS[:-2])
     out["p_holm"] = holm_adjust(out["p"].to_numpy(dtype=float))

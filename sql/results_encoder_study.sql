@@ -1,0 +1,2 @@
+-- Encoder study (issue 18): per encoder and patient set (all; unseen: patients no compared trained encoder saw), power to find the planted DRF-marker correlations (Spearman, Holm over the heatmap), false positives on null markers, separation AUC of |rho| planted vs null, random-forest survival AUC with 95% CI (repeated 5-fold CV), and per-DRF Spearman stability against the same encoder with another seed.
+CREATE OR REPLACE VIEW results_encoder_study AS SELECT * FROM {{source:results_encoder_study}};
