@@ -99,7 +99,7 @@ def main() -> None:
             def spearman(con=con):
                 return con.execute(
                     "SELECT count(*), sum(CASE WHEN p_holm < 0.05 THEN 1 ELSE 0 END) "
-                    "FROM drf_immune_spearman").fetchall()[0]
+                    "FROM drf_immune_spearman_all").fetchall()[0]
 
             t_sp, (pairs, _sig) = timed(spearman)
             rows = con.execute("SELECT count(*) FROM features").fetchone()[0]

@@ -152,3 +152,20 @@ def test_local_cluster_gives_identical_features(lake):
             address=cluster.scheduler_address), force=True, progress=False)
     assert q["written"] == 6
     pd.testing.assert_frame_equal(features_frame(lake), local, check_exact=True)
+
+
+def test_demo_truth_table_and_holm_critical_rho():
+    from scipy import stats
+
+    from pipelines.demo import holm_critical_rho, truth_vs_found
+
+    r = holm_critical_rho(100, 3960)
+    t = r * np.sqrt(98 / (1 - r * r))
+    assert 2 * stats.t.sf(t, 98) * 3960 == pytest.approx(0.05, rel=1e-9)
+    truth = {"immune": {"a": {"driver": "tcell", "weight": 1.6},
+                        "b": {"driver": None, "weight": 0.0}}}
+    sp = pd.DataFrame({"marker": ["a", "a", "b"], "rho": [0.2, -0.9, 0.5],
+                       "p": [0.3, 1e-6, 0.01], "p_holm": [0.6, 3e-6, 0.03]})
+    got = truth_vs_found(truth, sp).set_index("marker")
+    assert got.loc["a", "found"] and got.loc["a", "best_abs_rho"] == pytest.approx(0.9)
+    assert got.loc["b", "planted"] == "null" and got.loc["b", "found"]  # a false positive

@@ -74,7 +74,7 @@ def test_views_exist_and_drf_is_wide(stat_lake):
         "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert {"features", "drf", "drf_long", "patients", "clinical", "immune_markers",
             "immune_markers_wide", "expression", "biopsies", "runs",
-            "drf_immune_spearman"} <= views
+            "drf_immune_spearman_all"} <= views
     wide = con.execute("SELECT * FROM immune_markers_wide ORDER BY patient_id").df()
     assert list(wide.columns) == ["patient_id", *sorted(MARKERS)] and len(wide) == 40
     drf = con.execute("SELECT * FROM drf").df()
@@ -84,7 +84,7 @@ def test_views_exist_and_drf_is_wide(stat_lake):
 
 def test_spearman_and_holm_in_sql_match_scipy_and_statsmodels(stat_lake):
     con = connect(stat_lake)
-    got = con.execute("SELECT * FROM drf_immune_spearman").df()
+    got = con.execute("SELECT * FROM drf_immune_spearman_all").df()
     drf = con.execute("SELECT * FROM drf_long").df()
     imm = con.execute("SELECT * FROM immune_markers").df()
     con.close()
