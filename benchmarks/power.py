@@ -1,6 +1,12 @@
 """Power and family-wise error of the seed-000 association tests on synthetic cohorts.
 
     python benchmarks/power.py --patients 151 --seeds 50
+    python benchmarks/power.py --estimators --sizes 24 60 151 --seeds 20
+
+With --estimators: the survival-classifier AUC estimators on null cohorts (clinical features
+age and gender, labels independent of them) at each size: the mean AUC of pooled LOOCV, repeated
+stratified 5 x 10 CV, out-of-bag and leave-pair-out (at most --max-pairs pairs), which should be
+0.5; pooled LOOCV's is known to fall below it at small n.
 
 For each seed: the synthetic cohort's tables (pipelines.synth.make_tables) with DRF-like
 features driven by its latent factors (effect_scale 1) or by nothing (effect_scale 0, the null
@@ -19,11 +25,49 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
+def null_estimators(sizes: list[int], seeds: int, trees: int, max_pairs: int) -> None:
+    """Print the mean (and its standard error) AUC of each estimator on null cohorts."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines.stats.classify import rf_leave_pair_out, rf_loocv, rf_oob, rf_repeated_cv
+
+    t0 = time.perf_counter()
+    print(f"null cohorts: {seeds} per size, {trees} trees, leave-pair-out <= {max_pairs} pairs")
+    print("| n | pooled LOOCV | repeated 5x10 CV | OOB | leave-pair-out |")
+    print("| --- | --- | --- | --- | --- |")
+    for n in sizes:
+        aucs: dict[str, list[float]] = {"loocv": [], "rcv": [], "oob": [], "lpo": []}
+        for s in range(seeds):
+            rng = np.random.default_rng(5000 + 97 * n + s)
+            X = pd.DataFrame({"age": rng.normal(55, 14, n).round(),
+                              "gender": rng.integers(0, 2, n).astype(float)})
+            y = rng.permutation(np.arange(n) % 2)
+            aucs["loocv"].append(rf_loocv(X, y, seed=s, n_estimators=trees,
+                                          permutation_repeats=0).auc)
+            aucs["rcv"].append(rf_repeated_cv(X, y, seed=s, n_estimators=trees).auc)
+            aucs["oob"].append(rf_oob(X, y, seed=s, n_estimators=trees).auc)
+            aucs["lpo"].append(rf_leave_pair_out(X, y, seed=s, n_estimators=trees,
+                                                 max_pairs=max_pairs).auc)
+        cells = [f"{np.mean(v):.3f} +/- {np.std(v, ddof=1) / np.sqrt(len(v)):.3f}"
+                 for v in aucs.values()]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    print(f"({time.perf_counter() - t0:.0f} s)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--patients", type=int, default=151)
     ap.add_argument("--seeds", type=int, default=50)
+    ap.add_argument("--estimators", action="store_true",
+                    help="mean AUC of each survival-classifier estimator on null cohorts")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[24, 60, 151])
+    ap.add_argument("--trees", type=int, default=50)
+    ap.add_argument("--max-pairs", type=int, default=100)
     args = ap.parse_args()
+    if args.estimators:
+        null_estimators(args.sizes, args.seeds, args.trees, args.max_pairs)
+        return
     from test_analyze import planted_frames
 
     from pipelines.stats.association import spearman_matrix, wilcoxon_groups

@@ -20,6 +20,7 @@ from pipelines.stats.classify import (
     auc_ci,
     delong_auc_variance,
     median_labeller,
+    rf_leave_pair_out,
     rf_loocv,
     rf_oob,
     rf_repeated_cv,
@@ -288,6 +289,24 @@ def test_uninformative_feature_pooled_loocv_auc_is_zero_repeated_cv_is_chance():
                                             loo.auc_high95)
     oob = rf_oob(X, y, n_estimators=50)  # out-of-bag scores are pooled too: biased alike
     assert oob.auc < 0.3
+    # leaving a pair (one of each class) out keeps the balance: every pair ties, AUC 0.5
+    lpo = rf_leave_pair_out(X, y, n_estimators=5, rf_params=no_boot, max_pairs=40)
+    assert lpo.auc == 0.5 and lpo.n_pairs == 40
+
+
+def test_leave_pair_out_finds_a_planted_signal_and_is_near_chance_on_noise():
+    X, y = data(n=60)
+    res = rf_leave_pair_out(X, y, n_estimators=25, max_pairs=80)
+    assert res.auc > 0.75 and res.auc_low95 < res.auc <= res.auc_high95
+    assert res.n_pairs == 80 and res.wins.shape == (int(y.sum()), 60 - int(y.sum()))
+    null = []
+    for seed in range(6):
+        rng = np.random.default_rng(300 + seed)
+        Xn = pd.DataFrame({"gender": rng.integers(0, 2, 24).astype(float),
+                           "grp": rng.integers(0, 3, 24).astype(float)})
+        yn = rng.permutation(np.r_[np.zeros(12), np.ones(12)]).astype(int)
+        null.append(rf_leave_pair_out(Xn, yn, n_estimators=10, max_pairs=40, seed=seed).auc)
+    assert abs(np.mean(null) - 0.5) < 0.08
 
 
 def test_null_cohorts_pooled_loocv_below_chance_repeated_cv_near_it():
