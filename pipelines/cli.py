@@ -196,46 +196,79 @@ def quantify(
     image: Annotated[Path, typer.Argument(help="image file (NIfTI, NRRD, MHA) or DICOM folder")],
     mask: Annotated[Path, typer.Argument(help="mask / label image on the image's grid")],
     label: Annotated[int, typer.Option(help="label of the ROI in the mask")] = 1,
-    bin_count: Annotated[int | None, typer.Option(help="fixed bin number (default 32)")] = None,
-    bin_size: Annotated[float | None, typer.Option(help="fixed bin size instead")] = None,
-    families: Annotated[
-        str, typer.Option(help="comma-separated families or 'all': localintensity, firstorder, "
-                          "ivh, glcm, glrlm, glszm, gldzm, ngtdm, ngldm, shape")
-    ] = "firstorder,glcm,glszm,ngtdm,shape",
-    aggregation: Annotated[Aggregation, typer.Option(help="GLCM/GLRLM over 13 directions")] = (
-        Aggregation.averaged
-    ),
-    resample: Annotated[
-        float | None, typer.Option(help="resample to this isotropic spacing (mm) first")
-    ] = None,
+    settings: Annotated[str | None, typer.Option(
+        help="IBSI settings: a preset (paper, the default; ibsi1-ct-A .. ibsi1-ct-E, "
+             "ibsi1-digital-phantom) or a .toml/.yaml file (PyRadiomics parameter files too); "
+             "the options below override it")] = None,
+    bin_count: Annotated[int | None, typer.Option(help="fixed bin number (FBN)")] = None,
+    bin_size: Annotated[float | None, typer.Option(
+        help="fixed bin size (FBS, from the re-segmentation lower bound)")] = None,
+    families: Annotated[str | None, typer.Option(
+        help="comma-separated families or 'all': shape, morph_intensity, localintensity, "
+             "firstorder, ivh, glcm, glrlm, glszm, gldzm, ngtdm, ngldm")] = None,
+    aggregation: Annotated[list[str] | None, typer.Option(
+        help="texture aggregation, repeatable: averaged, merged (3D) or the IBSI words "
+             "'2D, averaged', '2D, slice-merged', '2.5D, direction-merged', '2.5D, merged'"
+             )] = None,
+    resample: Annotated[float | None, typer.Option(
+        help="resample to this isotropic spacing (mm) first (IBSI grid)")] = None,
+    spacing: Annotated[str | None, typer.Option(
+        help="resample to x,y,z mm ('none' keeps an axis: 2,2,none = in-plane)")] = None,
+    interpolator: Annotated[str | None, typer.Option(
+        help="image interpolator: nearest, linear, bspline")] = None,
+    round_intensities: Annotated[bool | None, typer.Option(
+        "--round-intensities/--no-round-intensities",
+        help="round intensities to integers after interpolation (CT)")] = None,
+    mask_interpolator: Annotated[str | None, typer.Option(help="nearest or linear")] = None,
+    mask_threshold: Annotated[float | None, typer.Option(
+        help="partial-volume threshold of a linearly interpolated mask")] = None,
+    resegment_range: Annotated[str | None, typer.Option(
+        help="re-segmentation range lower,upper (an empty side is open: -1000,)")] = None,
+    outlier_sigma: Annotated[float | None, typer.Option(
+        help="outlier filtering: keep mean +- this many SD")] = None,
+    ivh: Annotated[str | None, typer.Option(
+        help="IVH discretisation: texture, none (discrete), fbn, fbs")] = None,
+    ivh_bin_count: Annotated[int | None, typer.Option(help="IVH fixed bin number")] = None,
+    ivh_bin_size: Annotated[float | None, typer.Option(help="IVH fixed bin size")] = None,
+    print_settings: Annotated[bool, typer.Option(
+        help="print the resolved settings and their sha256 as JSON, compute nothing")] = False,
     format: Annotated[OutputFormat, typer.Option(help="output format")] = OutputFormat.table,
 ):
-    """Compute IBSI features of one image + mask and print them (the image's own spacing)."""
+    """Compute IBSI features of one image + mask and print them (IBSI chain of --settings)."""
     import csv
     import json
 
-    from pipelines.features.case import quantify_case
+    from pipelines.features.case import quantify_processed
+    from pipelines.processing import settings_from_options
 
-    if bin_count is not None and bin_size is not None:
-        raise InputError("give either --bin-count or --bin-size, not both")
-    fams = _families(families, with_shape=True)
-    rows = quantify_case(
-        image, mask, label=label, bin_count=None if bin_size is not None else (bin_count or 32),
-        bin_size=bin_size, families=fams, aggregation=aggregation.value, resample_mm=resample,
-    )
+    s = settings_from_options(
+        settings, resample=resample, spacing=spacing, resegment_range=resegment_range,
+        families=families, aggregations=aggregation, bin_count=bin_count, bin_size=bin_size,
+        interpolator=interpolator, round_intensities=round_intensities,
+        mask_interpolator=mask_interpolator, mask_threshold=mask_threshold,
+        outlier_sigma=outlier_sigma, ivh=ivh, ivh_bin_count=ivh_bin_count,
+        ivh_bin_size=ivh_bin_size)
+    if print_settings:
+        typer.echo(json.dumps({"settings": s.as_dict(), "sha256": s.sha256}, indent=1))
+        return
+    rows, steps = quantify_processed(image, mask, s, label=label)
+    logging.getLogger("drlake.quantify").debug("processing steps: %s", json.dumps(steps))
     if format == OutputFormat.json:
         clean = [{**r, "value": r["value"] if r["value"] == r["value"] else None} for r in rows]
         typer.echo(json.dumps(clean, indent=1))  # NaN (undefined feature) -> null
     elif format == OutputFormat.csv:
-        w = csv.DictWriter(sys.stdout, fieldnames=["name", "family", "ibsi_code", "value"])
+        w = csv.DictWriter(sys.stdout, fieldnames=["name", "family", "ibsi_code", "aggregation",
+                                                   "value"])
         w.writeheader()
         w.writerows(rows)
     else:
         width = max(len(r["name"]) for r in rows)
-        typer.echo(f"{'feature':<{width}}  {'family':<10}  {'IBSI':<4}  value")
+        aw = max(len(r["aggregation"]) for r in rows)
+        typer.echo(f"{'feature':<{width}}  {'family':<14}  {'IBSI':<4}  "
+                   f"{'aggregation':<{aw}}  value")
         for r in rows:
-            typer.echo(f"{r['name']:<{width}}  {r['family']:<10}  {r['ibsi_code'] or '-':<4}  "
-                       f"{r['value']:.6g}")
+            typer.echo(f"{r['name']:<{width}}  {r['family']:<14}  {r['ibsi_code'] or '-':<4}  "
+                       f"{r['aggregation']:<{aw}}  {r['value']:.6g}")
 
 
 @app.command("filter")

@@ -348,7 +348,9 @@ def test_quantify_case_file_formats(tmp_path, small_case, ext):
     assert _same({r["name"]: r["value"] for r in rows}, want, rel=0)
     cat = {r["name"]: r for r in feature_catalogue()}
     for r in rows:
-        assert set(r) == {"name", "family", "ibsi_code", "value"}
+        assert set(r) == {"name", "family", "ibsi_code", "aggregation", "value"}
+        assert r["aggregation"] == {"firstorder": "", "glcm": "3D, averaged", "glszm": "3D",
+                                    "ngtdm": "3D"}[r["family"]]
         assert r["family"] == cat[r["name"]]["family"]
         assert r["ibsi_code"] == cat[r["name"]]["ibsi_code"]
 

@@ -12,11 +12,16 @@ import SimpleITK as sitk
 
 from pipelines.exceptions import InputError
 from pipelines.features.catalogue import feature_catalogue
-from pipelines.features.extract import FAMILIES, compute_features
+from pipelines.features.extract import (
+    FAMILIES,
+    aggregation_label,
+    compute_feature_sets,
+    compute_features,
+)
 from pipelines.imageio import read_image
 from pipelines.preprocess import isotropic_grid, resample_onto, same_physical_space
 
-__all__ = ["quantify_case"]
+__all__ = ["quantify_case", "quantify_processed", "read_case"]
 
 
 def quantify_case(
@@ -28,8 +33,13 @@ def quantify_case(
     families=FAMILIES,
     aggregation: str = "averaged",
     resample_mm: float | None = None,
+    settings=None,
 ) -> list[dict]:
-    """Return the features of one case as rows {name, family, ibsi_code, value}.
+    """Return the features of one case as rows {name, family, ibsi_code, aggregation, value}.
+
+    With ``settings`` (a :class:`pipelines.processing.ImageProcessing`) the whole IBSI chain of
+    those settings runs and every other option but ``label`` is ignored (see
+    :func:`quantify_processed`); without, the legacy options below apply.
 
     ``image_path``/``mask_path``: image files SimpleITK reads (NIfTI, NRRD, MHA, ...) or
     one-series DICOM folders; the ROI is ``mask == label``. The image's own spacing is used
@@ -39,13 +49,9 @@ def quantify_case(
     spacing first; by default the image's own grid is used. Raises InputError for unreadable
     files, mismatched physical spaces or an empty ROI.
     """
-    image = read_image(image_path)
-    mask = read_image(mask_path)
-    diff = same_physical_space(image, mask)
-    if diff:
-        raise InputError(f"{mask_path}: the mask is not on the image's voxel grid: {diff} "
-                         "(resample it onto the image first)")
-    roi_img = sitk.Cast(mask == label, sitk.sitkUInt8)
+    if settings is not None:
+        return quantify_processed(image_path, mask_path, settings, label)[0]
+    image, roi_img = read_case(image_path, mask_path, label)
     if resample_mm is not None:
         grid = isotropic_grid(image, resample_mm)
         image = resample_onto(image, grid, "image")
@@ -57,10 +63,66 @@ def quantify_case(
     spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
     feats = compute_features(arr, roi, spacing, families=families, bin_count=bin_count,
                              bin_size=bin_size, aggregation=aggregation)
+    label_of = {"averaged": "3D, averaged", "merged": "3D, merged"}[aggregation]
+    return _records((name, aggregation_label(_family(name), label_of), value)
+                    for name, value in feats.items())
+
+
+def read_case(image_path, mask_path, label: int = 1) -> tuple[sitk.Image, sitk.Image]:
+    """Return (image, 0/1 uint8 ROI image ``mask == label``) read from disk, on one grid.
+
+    InputError for unreadable files or a mask on another voxel grid than the image.
+    """
+    image = read_image(image_path)
+    mask = read_image(mask_path)
+    diff = same_physical_space(image, mask)
+    if diff:
+        raise InputError(f"{mask_path}: the mask is not on the image's voxel grid: {diff} "
+                         "(resample it onto the image first)")
+    return image, sitk.Cast(mask == label, sitk.sitkUInt8)
+
+
+def quantify_processed(image_path, mask_path, settings, label: int = 1
+                       ) -> tuple[list[dict], list[dict]]:
+    """Return (feature rows, processing steps) of one case under IBSI settings.
+
+    ``settings``: :class:`pipelines.processing.ImageProcessing`. Rows as :func:`quantify_case`,
+    one per feature and aggregation (``aggregation`` in the IBSI tables' words, "" for
+    whole-ROI features); steps: one dict per processing step applied (for the run log).
+    Morphology and GLDZM distances read the morphological mask, everything else the
+    re-segmented intensity mask (IBSI ECJF).
+    """
+    from pipelines.processing import process
+
+    image, roi_img = read_case(image_path, mask_path, label)
+    if not sitk.GetArrayViewFromImage(roi_img).any():
+        raise InputError(f"{mask_path}: no voxel has label {label}")
+    p = process(image, roi_img, settings, where=str(image_path))
+    lv = settings.texture_levels
+    feats = compute_feature_sets(
+        p.image, p.intensity_mask, p.spacing, settings.families, settings.aggregations,
+        bin_count=lv["bin_count"], bin_size=lv["bin_size"], min_value=lv["min_value"],
+        morph_mask=p.morph_mask, ivh=settings.ivh_spec)
+    steps = [*p.steps, {"step": "features", "families": list(settings.families),
+                        "aggregations": list(settings.aggregations),
+                        "settings_sha256": settings.sha256}]
+    return _records(feats), steps
+
+
+def _family(name: str) -> str:
+    """Return the registry family computing a tag (for its aggregation words)."""
+    prefixes = {"cm_": "glcm", "rlm_": "glrlm", "szm_": "glszm", "dzm_": "gldzm",
+                "ngt_": "ngtdm", "ngl_": "ngldm"}
+    return next((f for p, f in prefixes.items() if name.startswith(p)), "")
+
+
+def _records(feats) -> list[dict]:
+    """Return catalogue rows {name, family, ibsi_code, aggregation, value} of (tag, agg, v)."""
     cat = {row["name"]: row for row in feature_catalogue()}
     rows = []
-    for name, value in feats.items():
+    for name, agg, value in feats:
         meta = cat.get(name, {})
         rows.append({"name": name, "family": meta.get("family", ""),
-                     "ibsi_code": meta.get("ibsi_code", ""), "value": float(value)})
+                     "ibsi_code": meta.get("ibsi_code", ""), "aggregation": agg,
+                     "value": float(value)})
     return rows
