@@ -194,8 +194,12 @@ class OutputFormat(StrEnum):
 @app.command()
 def quantify(
     image: Annotated[Path, typer.Argument(help="image file (NIfTI, NRRD, MHA) or DICOM folder")],
-    mask: Annotated[Path, typer.Argument(help="mask / label image on the image's grid")],
+    mask: Annotated[Path, typer.Argument(
+        help="mask: a label image on the image's grid, or a DICOM RTSTRUCT / SEG")],
     label: Annotated[int, typer.Option(help="label of the ROI in the mask")] = 1,
+    roi: Annotated[str | None, typer.Option(
+        help="RTSTRUCT ROI / SEG segment: a name, NAME1|NAME2, a regex or a segment number")
+    ] = None,
     settings: Annotated[str | None, typer.Option(
         help="IBSI settings: a preset (paper, the default; ibsi1-ct-A .. ibsi1-ct-E, "
              "ibsi1-digital-phantom) or a .toml/.yaml file (PyRadiomics parameter files too); "
@@ -251,7 +255,7 @@ def quantify(
     if print_settings:
         typer.echo(json.dumps({"settings": s.as_dict(), "sha256": s.sha256}, indent=1))
         return
-    rows, steps = quantify_processed(image, mask, s, label=label)
+    rows, steps = quantify_processed(image, mask, s, label=label, roi=roi)
     logging.getLogger("drlake.quantify").debug("processing steps: %s", json.dumps(steps))
     if format == OutputFormat.json:
         clean = [{**r, "value": r["value"] if r["value"] == r["value"] else None} for r in rows]

@@ -94,20 +94,27 @@ def _rows(slow: bool) -> list:
     return params
 
 
+DICOM = REFERENCE / "ibsi" / "ct_phantom" / "dicom"
+INPUTS = {"nifti": (NIFTI / "image" / "phantom.nii.gz", NIFTI / "mask" / "mask.nii.gz", []),
+          # the DICOM series and its RTSTRUCT (ROI "GTV-1"), through the real-masks path
+          "dicom": (DICOM / "image", DICOM / "mask", ["--roi", "GTV-1"])}
+
+
 @cache
-def quantified(config: str, families: str) -> dict:
+def quantified(config: str, families: str, source: str = "nifti") -> dict:
     """Return {(tag, aggregation): value} of `drlake quantify` with the config's preset."""
     from pipelines.cli import app
 
+    image, mask, extra = INPUTS[source]
     r = CliRunner().invoke(app, [
-        "quantify", str(NIFTI / "image" / "phantom.nii.gz"), str(NIFTI / "mask" / "mask.nii.gz"),
+        "quantify", str(image), str(mask), *extra,
         "--settings", f"ibsi1-ct-{config}", "--families", families, "--format", "json"])
     assert r.exit_code == 0, r.output
     return {(x["name"], x["aggregation"]): x["value"] for x in json.loads(r.stdout)}
 
 
-def _check(row: dict, families: str) -> None:
-    got = quantified(row["config"], families)
+def _check(row: dict, families: str, source: str = "nifti") -> None:
+    got = quantified(row["config"], families, source)
     key = (row["tag"], row["aggregation"])
     assert key in got, f"drlake gives no {key} for configuration {row['config']}"
     value, ref = got[key], float(row["value"])
@@ -121,6 +128,15 @@ def _check(row: dict, families: str) -> None:
 @pytest.mark.parametrize("row", _rows(slow=False))
 def test_ct_phantom_reference_value(shared_reference, row):
     _check(row, FAST_FAMILIES)
+
+
+DICOM_CONFIGS = ("C", "E")  # one 3D configuration with each interpolator family of the manual
+
+
+@pytest.mark.parametrize("row", [p for p in _rows(slow=False)
+                                 if p.values[0] is None or p.values[0]["config"] in DICOM_CONFIGS])
+def test_ct_phantom_reference_value_from_dicom_and_rtstruct(shared_reference, row):
+    _check(row, FAST_FAMILIES, "dicom")
 
 
 @pytest.mark.slow

@@ -34,6 +34,7 @@ def quantify_case(
     aggregation: str = "averaged",
     resample_mm: float | None = None,
     settings=None,
+    roi: str | None = None,
 ) -> list[dict]:
     """Return the features of one case as rows {name, family, ibsi_code, aggregation, value}.
 
@@ -42,7 +43,8 @@ def quantify_case(
     :func:`quantify_processed`); without, the legacy options below apply.
 
     ``image_path``/``mask_path``: image files SimpleITK reads (NIfTI, NRRD, MHA, ...) or
-    one-series DICOM folders; the ROI is ``mask == label``. The image's own spacing is used
+    one-series DICOM folders, and the mask may be a DICOM RTSTRUCT (ROI chosen by `roi`) or SEG
+    (segment `roi`); the ROI is ``mask == label``. The image's own spacing is used
     (converted from SimpleITK's (x, y, z) to the array's (z, y, x)). Other arguments as in
     :func:`pipelines.features.extract.compute_features`. ``ibsi_code`` is "" for the non-IBSI
     features. ``resample_mm`` resamples image (linear) and ROI (nearest) to that isotropic
@@ -50,8 +52,8 @@ def quantify_case(
     files, mismatched physical spaces or an empty ROI.
     """
     if settings is not None:
-        return quantify_processed(image_path, mask_path, settings, label)[0]
-    image, roi_img = read_case(image_path, mask_path, label)
+        return quantify_processed(image_path, mask_path, settings, label, roi)[0]
+    image, roi_img = read_case(image_path, mask_path, label, roi)
     if resample_mm is not None:
         grid = isotropic_grid(image, resample_mm)
         image = resample_onto(image, grid, "image")
@@ -68,13 +70,19 @@ def quantify_case(
                     for name, value in feats.items())
 
 
-def read_case(image_path, mask_path, label: int = 1) -> tuple[sitk.Image, sitk.Image]:
+def read_case(image_path, mask_path, label: int = 1,
+              roi: str | None = None) -> tuple[sitk.Image, sitk.Image]:
     """Return (image, 0/1 uint8 ROI image ``mask == label``) read from disk, on one grid.
 
-    InputError for unreadable files or a mask on another voxel grid than the image.
+    A DICOM RTSTRUCT or SEG mask is rasterised on the image's grid (ROI / segment `roi`; its
+    ROI is label 1). InputError for unreadable files or a mask on another voxel grid.
     """
+    from pipelines.dicom_masks import load_mask
+
     image = read_image(image_path)
-    mask = read_image(mask_path)
+    mask, info = load_mask(mask_path, image, roi=roi, image_path=image_path)
+    if info["format"] != "labels":
+        label = 1
     diff = same_physical_space(image, mask)
     if diff:
         raise InputError(f"{mask_path}: the mask is not on the image's voxel grid: {diff} "
@@ -82,7 +90,7 @@ def read_case(image_path, mask_path, label: int = 1) -> tuple[sitk.Image, sitk.I
     return image, sitk.Cast(mask == label, sitk.sitkUInt8)
 
 
-def quantify_processed(image_path, mask_path, settings, label: int = 1
+def quantify_processed(image_path, mask_path, settings, label: int = 1, roi: str | None = None
                        ) -> tuple[list[dict], list[dict]]:
     """Return (feature rows, processing steps) of one case under IBSI settings.
 
@@ -94,7 +102,7 @@ def quantify_processed(image_path, mask_path, settings, label: int = 1
     """
     from pipelines.processing import process
 
-    image, roi_img = read_case(image_path, mask_path, label)
+    image, roi_img = read_case(image_path, mask_path, label, roi)
     if not sitk.GetArrayViewFromImage(roi_img).any():
         raise InputError(f"{mask_path}: no voxel has label {label}")
     p = process(image, roi_img, settings, where=str(image_path))
