@@ -14,7 +14,7 @@ from pipelines.features.catalogue import feature_catalogue
 
 def drlake(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *map(str, args)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, encoding="utf-8")
 
 
 def test_quantify_json_records_match_the_core(shared_reference):

@@ -398,7 +398,7 @@ def test_cli_roi_option_error_is_one_line(ct, tmp_path):
     m.write_text(f"patient_id,modality,image,mask\nCT1,CT,{ct['image']},{ct['mask_dir']}\n")
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest", str(m), "--lake",
                         str(tmp_path / "lake"), "--roi", "PTV|CTV"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, encoding="utf-8")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if "error" in line]
     assert len(errors) == 1

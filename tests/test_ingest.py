@@ -342,7 +342,7 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     sitk.WriteImage(corrupt_empty_mask_p1 * 0, str(c / "P001" / "mask.nii.gz"))
     r = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "ingest", str(manifest), "--lake",
-         str(tmp_path / "lake")], capture_output=True, text=True,
+         str(tmp_path / "lake")], capture_output=True, text=True, encoding="utf-8",
     )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr

@@ -219,7 +219,8 @@ def test_spacing_that_makes_a_huge_grid_is_refused_with_its_size(tmp_path):
     assert_refused(lake, before, pattern, m, settings=IngestSettings(spacing_mm=0.02))
     # the CLI prints it as one line, no traceback from SimpleITK
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest", str(m), "--lake",
-                        str(lake.root), "--spacing", "0.02"], capture_output=True, text=True)
+                        str(lake.root), "--spacing", "0.02"], capture_output=True, text=True,
+                       encoding="utf-8")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert [ln for ln in r.stderr.splitlines() if "error" in ln] == [
         ln for ln in r.stderr.splitlines() if ln.startswith("drlake: error: ")] != []

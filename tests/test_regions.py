@@ -160,7 +160,7 @@ def test_cli_names_the_file_of_an_unused_label_in_one_line(tmp_path):
     manifest = labelled_cohort(tmp_path / "c", n=1)
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest", str(manifest),
                         "--lake", str(tmp_path / "lake"), "--regions", "core=1,4"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, encoding="utf-8")
     assert r.returncode != 0
     err = [line for line in r.stderr.splitlines() if line.startswith("drlake:")]  # not tqdm
     assert len(err) == 1 and "labels.nii.gz" in err[0]
