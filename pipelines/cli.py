@@ -200,6 +200,11 @@ def quantify(
     roi: Annotated[str | None, typer.Option(
         help="RTSTRUCT ROI / SEG segment: a name, NAME1|NAME2, a regex or a segment number")
     ] = None,
+    image_filter: Annotated[str | None, typer.Option(
+        "--filter", help="an IBSI 2 filter applied to the processed image before the features "
+        "(e.g. with --settings ibsi2-phase2-3d): JSON such as "
+        "'{\"filter\": \"log\", \"sigma_mm\": 1.5}', or filters:BANK with one filter")
+    ] = None,
     settings: Annotated[str | None, typer.Option(
         help="IBSI settings: a preset (paper, the default; ibsi1-ct-A .. ibsi1-ct-E, "
              "ibsi1-digital-phantom) or a .toml/.yaml file (PyRadiomics parameter files too); "
@@ -255,7 +260,8 @@ def quantify(
     if print_settings:
         typer.echo(json.dumps({"settings": s.as_dict(), "sha256": s.sha256}, indent=1))
         return
-    rows, steps = quantify_processed(image, mask, s, label=label, roi=roi)
+    rows, steps = quantify_processed(image, mask, s, label=label, roi=roi,
+                                     image_filter=_one_filter(image_filter))
     logging.getLogger("drlake.quantify").debug("processing steps: %s", json.dumps(steps))
     if format == OutputFormat.json:
         clean = [{**r, "value": r["value"] if r["value"] == r["value"] else None} for r in rows]
@@ -295,6 +301,29 @@ def filter_image(
     typer.echo(f"{len(paths)} response map(s) of bank {bank.name} written to {out}")
     for p in paths:
         typer.echo(f"  {p.name}")
+
+
+def _one_filter(text: str | None):
+    """Return the FilterSpec of a --filter value (JSON or filters:BANK with one filter)."""
+    if text is None:
+        return None
+    import json
+
+    from pipelines.filters.bank import filter_bank
+    from pipelines.filters.encoder import load_bank
+
+    if text.startswith("filters:"):
+        bank = load_bank(text)
+    else:
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"--filter: not JSON ({e}); e.g. '{{\"filter\": \"log\", "
+                             f"\"sigma_mm\": 1.5}}'") from None
+        bank = filter_bank("--filter", [doc] if isinstance(doc, dict) else doc)
+    if len(bank.specs) != 1:
+        raise InputError(f"--filter: give one filter, {text!r} has {len(bank.specs)}")
+    return bank.specs[0]
 
 
 def _families(text: str, with_shape: bool) -> tuple[str, ...]:

@@ -90,15 +90,18 @@ def read_case(image_path, mask_path, label: int = 1,
     return image, sitk.Cast(mask == label, sitk.sitkUInt8)
 
 
-def quantify_processed(image_path, mask_path, settings, label: int = 1, roi: str | None = None
-                       ) -> tuple[list[dict], list[dict]]:
+def quantify_processed(image_path, mask_path, settings, label: int = 1, roi: str | None = None,
+                       image_filter=None) -> tuple[list[dict], list[dict]]:
     """Return (feature rows, processing steps) of one case under IBSI settings.
 
     ``settings``: :class:`pipelines.processing.ImageProcessing`. Rows as :func:`quantify_case`,
     one per feature and aggregation (``aggregation`` in the IBSI tables' words, "" for
     whole-ROI features); steps: one dict per processing step applied (for the run log).
     Morphology and GLDZM distances read the morphological mask, everything else the
-    re-segmented intensity mask (IBSI ECJF).
+    re-segmented intensity mask (IBSI ECJF). ``image_filter`` (a
+    :class:`pipelines.filters.bank.FilterSpec`): the features are those of the filter's
+    response to the processed (interpolated, rounded) image, inside the masks that the
+    unfiltered image gave (IBSI 2, phase 2).
     """
     from pipelines.processing import process
 
@@ -107,11 +110,16 @@ def quantify_processed(image_path, mask_path, settings, label: int = 1, roi: str
         raise InputError(f"{mask_path}: no voxel has label {label}")
     p = process(image, roi_img, settings, where=str(image_path))
     lv = settings.texture_levels
+    values = p.image
+    filtered = []
+    if image_filter is not None:
+        values = image_filter.apply(p.image, p.spacing)
+        filtered = [{"step": "filter", **image_filter.as_dict(), "sha256": image_filter.sha256}]
     feats = compute_feature_sets(
-        p.image, p.intensity_mask, p.spacing, settings.families, settings.aggregations,
+        values, p.intensity_mask, p.spacing, settings.families, settings.aggregations,
         bin_count=lv["bin_count"], bin_size=lv["bin_size"], min_value=lv["min_value"],
         morph_mask=p.morph_mask, ivh=settings.ivh_spec)
-    steps = [*p.steps, {"step": "features", "families": list(settings.families),
+    steps = [*p.steps, *filtered, {"step": "features", "families": list(settings.families),
                         "aggregations": list(settings.aggregations),
                         "settings_sha256": settings.sha256}]
     return _records(feats), steps
