@@ -335,13 +335,14 @@ def _families(text: str, with_shape: bool) -> tuple[str, ...]:
     return tuple(f.strip() for f in text.split(",") if f.strip())
 
 
-def _encoder_spec(encoder: str, seed: int, blocks: str, encoder_config: Path | None):
+def _encoder_spec(encoder: str, seed: int, blocks: str, encoder_config: Path | None,
+                  lake=None):
     from pipelines.encoder import spec_from_options
 
-    weights = (encoder if encoder in ("seeded", "identity") or encoder.startswith("filters:")
-               else str(Path(encoder)))
+    weights = (encoder if encoder in ("seeded", "identity")
+               or encoder.startswith(("filters:", "trained:")) else str(Path(encoder)))
     return spec_from_options(weights=weights, seed=seed, blocks=blocks,
-                             config=str(encoder_config) if encoder_config else None)
+                             config=str(encoder_config) if encoder_config else None, lake=lake)
 
 
 @app.command()
@@ -362,7 +363,8 @@ def run(
     regions: RegionsOpt = None,
     regions_file: RegionsFileOpt = None,
     encoder: Annotated[
-        str, typer.Option(help="seeded | identity | path to a .pt state_dict | "
+        str, typer.Option(help="seeded | identity | path to a .pt state_dict | trained:NAME "
+                          "(trained on the lake by `drlake encoder train`) | "
                           "filters:NAME_OR_FILE (a filter bank: filters:pyradiomics, "
                           "filters:ibsi2-phase2 or a .toml/.yaml file)")
     ] = "seeded",
@@ -408,7 +410,7 @@ def run(
                                       regions=_regions(regions, regions_file)))))
     elif any(v is not None for v in (label, roi, regions, regions_file)):
         raise InputError("--label, --roi and --regions apply to ingest: give a MANIFEST too")
-    spec = _encoder_spec(encoder, seed, blocks, encoder_config)
+    spec = _encoder_spec(encoder, seed, blocks, encoder_config, lk)
     settings = QuantifySettings(
         bin_count=None if bin_size is not None else (bin_count or 32), bin_size=bin_size,
         aggregation=aggregation.value, shape=shape,
@@ -648,6 +650,13 @@ def _mount_subcommands() -> None:
     app.add_typer(spatial_app, name="spatial",
                   help="Spatially resolved radiomics of biopsies (seed 004): patches, train, "
                   "evaluate, map.")
+    from pipelines.encoder_cli import app as encoder_app
+    from pipelines.encoder_cli import compare_encoders
+
+    app.add_typer(encoder_app, name="encoder",
+                  help="Encoders trained on the lake's own volumes (self-supervised) and the "
+                  "encoder study.")
+    app.command("compare-encoders")(compare_encoders)
 
 
 _mount_subcommands()

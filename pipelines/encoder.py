@@ -11,7 +11,10 @@ count. Weights come from:
 - the identity encoder: the image itself is the only map (conventional radiomics, same path);
 - a filter bank (``filters:NAME_OR_FILE``, IBSI 2): each filter response is a map
   (:mod:`pipelines.filters.encoder`); the bank itself travels in the spec, so cluster workers
-  need no file.
+  need no file;
+- a model trained on the lake's own volumes (``trained:NAME``, :mod:`pipelines.encoder_training`):
+  its state_dict bytes and recorded hash travel in the spec (``extra``), so cluster workers need
+  no file either; the encoder is named NAME.
 
 An encoder's identity is its architecture plus the sha256 of its weights; it names the lake's
 activation folder and is recorded in the run log.
@@ -20,6 +23,7 @@ activation folder and is recorded in the run log.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,8 +40,9 @@ class EncoderSpec:
     """Architecture and weight source of an encoder.
 
     blocks: maps per block (each block is one Conv3d + ReLU; a max-pool of `pool` separates
-    blocks). weights: "seeded", "identity", "filters" (extra["bank"] holds the bank), or a path
-    to a .pt state_dict.
+    blocks). weights: "seeded", "identity", "filters" (extra["bank"] holds the bank), "trained"
+    (extra["state"]: torch.save bytes of the state_dict, extra["weights_sha256"]: its recorded
+    hash; name: the model's name), or a path to a .pt state_dict.
     """
 
     blocks: tuple[int, ...] = (10, 10)
@@ -52,6 +57,9 @@ class EncoderSpec:
     def __post_init__(self):
         if self.is_filters and not isinstance(self.extra.get("bank"), dict):
             raise InputError("a filter-bank encoder needs its bank (use filters:NAME_OR_FILE)")
+        if self.is_trained and not (isinstance(self.extra.get("state"), bytes) and self.name):
+            raise InputError("a trained encoder needs its name and weights "
+                             "(use trained:NAME with the lake)")
         if self.weights not in ("identity", "filters"):
             if not self.blocks or any(int(b) < 1 for b in self.blocks):
                 raise InputError(f"encoder blocks must be positive map counts, got {self.blocks}")
@@ -65,6 +73,10 @@ class EncoderSpec:
     @property
     def is_filters(self) -> bool:
         return self.weights == "filters"
+
+    @property
+    def is_trained(self) -> bool:
+        return self.weights == "trained"
 
     def architecture(self) -> dict:
         """Return the JSON-able architecture (no weights)."""
@@ -213,7 +225,7 @@ class Encoder:
         return {
             "name": self.name,
             "architecture": self.spec.architecture(),
-            "weights": self.spec.weights if self.spec.weights in ("seeded", "identity")
+            "weights": self.spec.weights if self.spec.weights in ("seeded", "identity", "trained")
             else "file",
             "seed": self.spec.seed if self.spec.weights == "seeded" else None,
             "weights_sha256": self.weights_hash,
@@ -250,27 +262,44 @@ def build_encoder(spec: EncoderSpec):
     module = ConvEncoder(spec)
     if spec.weights == "seeded":
         state = seeded_state_dict(spec)
+    elif spec.is_trained:
+        state = state_from_bytes(spec.extra["state"], f"trained model {spec.name}")
     else:
         state = load_checkpoint(Path(spec.weights))
-    check_state_dict(module, state, spec.weights)
+    source = f"trained model {spec.name}" if spec.is_trained else spec.weights
+    check_state_dict(module, state, source)
     module.load_state_dict(state, strict=True)
     module.eval()
-    return Encoder(spec, module, weights_sha256(module.state_dict()))
+    digest = weights_sha256(module.state_dict())
+    want = spec.extra.get("weights_sha256") if spec.is_trained else None
+    if want and want != digest:
+        raise InputError(f"{source}: weights hash {digest[:12]} differs from the recorded "
+                         f"{want[:12]}; the model files are inconsistent: retrain it "
+                         "(drlake encoder train --force)")
+    return Encoder(spec, module, digest)
 
 
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """Return the state_dict stored in a .pt file (weights only; no code is unpickled)."""
     if not path.exists():
         raise InputError(f"{path}: encoder weights file not found")
+    return state_from_bytes(path.read_bytes(), str(path))
+
+
+def state_from_bytes(payload: bytes, source: str) -> dict[str, torch.Tensor]:
+    """Return the state_dict in torch.save bytes (weights only; no code is unpickled).
+
+    `source` names the file or model in errors.
+    """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"{path}: cannot load encoder weights ({exc})") from None
+        raise InputError(f"{source}: cannot load encoder weights ({exc})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise InputError(
-            f"{path}: expected a state_dict of tensors (torch.save(model.state_dict()))"
+            f"{source}: expected a state_dict of tensors (torch.save(model.state_dict()))"
         )
     return obj
 
@@ -298,15 +327,24 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: 
 
 
 def spec_from_options(weights: str = "seeded", seed: int = 0, blocks: str = "10,10",
-                      config: str | None = None) -> EncoderSpec:
+                      config: str | None = None, lake=None) -> EncoderSpec:
     """Return an EncoderSpec from CLI options (a JSON config file overrides the defaults).
 
-    weights ``filters:NAME_OR_FILE`` reads a filter bank (a shipped one or a file) into the spec.
+    weights ``filters:NAME_OR_FILE`` reads a filter bank (a shipped one or a file) into the spec;
+    ``trained:NAME`` reads the model NAME trained in `lake` (a Lake or its URL; its own
+    architecture, so blocks and config do not apply).
     """
     if weights.startswith("filters:"):
         from pipelines.filters.encoder import load_bank
 
         return EncoderSpec(weights="filters", extra={"bank": load_bank(weights).as_dict()})
+    if weights.startswith("trained:"):
+        from pipelines.encoder_training import trained_spec
+
+        if lake is None:
+            raise InputError(f"--encoder {weights}: a trained encoder is read from a lake; "
+                             "give --lake")
+        return trained_spec(lake, weights.split(":", 1)[1])
     kw: dict = {}
     if config:
         p = Path(config)
@@ -340,4 +378,6 @@ def spec_as_dict(spec: EncoderSpec) -> dict:
     d["blocks"] = list(spec.blocks)
     if spec.is_filters:  # a bank is its filters, not a CNN's blocks
         return {"weights": "filters", "bank": spec.extra["bank"]}
+    if spec.is_trained:  # the weights by their hash, not their bytes
+        d["extra"] = {k: v for k, v in spec.extra.items() if k != "state"}
     return d

@@ -84,3 +84,29 @@ def test_config_file_gives_another_architecture(tmp_path):
     cfg.write_text('{"layers": 3}')
     with pytest.raises(InputError, match="unknown encoder option"):
         spec_from_options(config=str(cfg))
+
+
+def test_trained_spec_carries_its_weights_and_is_logged_by_hash():
+    import io
+
+    from pipelines.encoder import spec_as_dict, weights_sha256
+
+    spec = EncoderSpec(blocks=(2, 2), seed=3)
+    state = seeded_state_dict(spec)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    trained = EncoderSpec(blocks=(2, 2), weights="trained", name="mine",
+                          extra={"state": buf.getvalue(), "weights_sha256": weights_sha256(state)})
+    enc = build_encoder(trained)  # no file, no lake: the bytes travel in the spec
+    assert enc.name == "mine" and enc.weights_hash == weights_sha256(state)
+    assert enc.describe()["weights"] == "trained"
+    x = np.random.default_rng(0).random((8, 8, 8), dtype=np.float32)
+    same = build_encoder(spec).activations(x)
+    assert all(np.array_equal(a, b) for a, b in zip(enc.activations(x), same, strict=True))
+    logged = spec_as_dict(trained)
+    assert "state" not in logged["extra"] and logged["extra"]["weights_sha256"]
+    with pytest.raises(InputError, match="weights do not fit"):
+        build_encoder(EncoderSpec(blocks=(3, 2), weights="trained", name="mine",
+                                  extra={"state": buf.getvalue()}))
+    with pytest.raises(InputError, match="cannot load encoder weights"):
+        build_encoder(EncoderSpec(weights="trained", name="mine", extra={"state": b"junk"}))
