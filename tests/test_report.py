@@ -390,3 +390,23 @@ def test_no_small_n_warning_at_the_papers_size(tmp_path):
     assert "patients is too small for a stable AUC" not in html
     assert "too small for stable marker AUCs" not in html
     assert "below chance with" not in html
+
+
+def test_encoder_study_section_only_when_a_study_ran(tmp_path):
+    lake, rid = make_report_lake(tmp_path / "lake", n=20, seed=2, small=True)
+    html = build_report(lake, run_id=rid, out_dir=tmp_path / "a").read_text(encoding="utf-8")
+    assert "Which encoder finds the biology" not in html
+    rows = []
+    for enc, kind, seen in (("cnn10x10-s0-aaaaaaaa", "seeded", None), ("ssl-s0", "trained", 20)):
+        rows.append({"run_id": "compare-encoders-x", "encoder": enc, "kind": kind,
+                     "region": "roi", "patient_set": "all", "n": 20, "n_seen": seen,
+                     "n_drf": 180, "n_significant": 3, "planted_pairs": 8,
+                     "detected_pairs": 2, "power": 0.25, "true_hits": 3, "false_positives": 0,
+                     "null_markers_hit": 0, "n_null_markers": 18, "planted_max_rho": 0.6,
+                     "null_max_rho": 0.4, "separation_auc": 0.7, "auc": 0.6,
+                     "auc_low95": 0.4, "auc_high95": 0.8, "stability_partner": None,
+                     "stability_median_rho": None, "stability_frac_stable": None})
+    lake.write_table_atomic("results_encoder_study", pd.DataFrame(rows), name="compare-x")
+    html = build_report(lake, run_id=rid, out_dir=tmp_path / "b").read_text(encoding="utf-8")
+    assert "Which encoder finds the biology" in html
+    assert "ssl-s0" in html and "in-sample" in html

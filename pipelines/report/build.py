@@ -108,6 +108,8 @@ class ReportData:
     counts: list[tuple[str, object]]
     spatial: dict[str, pd.DataFrame] = field(default_factory=dict)
     spatial_png: dict[str, bytes] = field(default_factory=dict)
+    # the latest `drlake compare-encoders` run's rows (empty if none ran)
+    encoder_study: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -228,12 +230,16 @@ def read_report_data(lake: Lake, run_id: str | None = None) -> ReportData:
         counts = input_counts(con, params, results)
         spatial, sq = read_spatial(con, rid)
         queries.update(sq)
+        queries["results_encoder_study"] = (
+            "SELECT * FROM results_encoder_study WHERE run_id = "
+            "(SELECT max(run_id) FROM results_encoder_study) ORDER BY patient_set, encoder")
+        study = con.execute(queries["results_encoder_study"]).df()
     finally:
         con.close()
     maps = spatial.get("results_spatial_maps")
     pngs = read_pngs(lake, maps) if maps is not None else {}
     return ReportData(run, params, runs, results, queries, clinical, immune, catalogue, counts,
-                      spatial, pngs)
+                      spatial, pngs, study)
 
 
 # --------------------------------------------------------------------------- sections
@@ -454,6 +460,20 @@ def section_spatial(d: ReportData) -> str:
     return "".join(parts)
 
 
+def section_encoders(d: ReportData) -> str:
+    """The latest encoder study: power, false positives, survival AUC and stability per
+    encoder, on all patients and on those no trained encoder saw."""
+    df = d.encoder_study
+    rid = df["run_id"].iloc[0]
+    notes = [P.note(
+        f"From `drlake compare-encoders` run {rid} (not this analyze run). Rows of trained "
+        "encoders on patient set 'all' are in-sample: the encoder saw those patients' volumes "
+        "while training (column n_seen); the 'unseen' rows use only patients no compared "
+        "trained encoder saw.")]
+    shown = df.drop(columns=["run_id"])
+    return "".join(notes) + f'<div class="scroll">{P.table_html(shown)}</div>'
+
+
 def _short(v) -> str:
     """Return a value as short text (floats to 3 significant digits)."""
     return f"{v:.3g}" if isinstance(v, float) else str(v)
@@ -518,6 +538,8 @@ def build_sections(d: ReportData) -> list[P.Section]:
     ]
     if d.spatial:
         out.append(P.Section("spatial", S["spatial"], section_spatial(d)))
+    if len(d.encoder_study):
+        out.append(P.Section("encoders", S["encoders"], section_encoders(d)))
     out.append(P.Section("provenance", S["provenance"], section_provenance(d)))
     return out
 

@@ -42,6 +42,7 @@ SECTIONS = {
     "classifier": "Predicting short vs long survival (Figure 4)",
     "markers": "Predicting immune markers from DRFs (Figure 5)",
     "spatial": "Spatial results",
+    "encoders": "Which encoder finds the biology (encoder study)",
     "provenance": "Provenance",
 }
 
