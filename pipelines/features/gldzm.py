@@ -17,7 +17,6 @@ the GLSZM formulas with zone distance in place of zone size
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 from scipy import ndimage
 
@@ -25,9 +24,9 @@ from pipelines.features.discretise import bounding_box, checked_padded, padded_l
 from pipelines.features.discretise import raster_offsets as _raster_offsets
 from pipelines.features.glszm import (
     GLSZM_FEATURES,
-    _find,
     _merge_table,
     _same_level_mask,
+    _zone_kernel,
     features_from_triplets,
     zone_triplets,
 )
@@ -46,8 +45,6 @@ GLDZM_FEATURES: dict[str, str] = {
 #: GLSZM tag -> GLDZM tag (the formulas coincide, zone size -> zone distance).
 _RENAME = dict(zip(GLSZM_FEATURES, GLDZM_FEATURES, strict=True))
 
-_U = np.uint64
-
 
 def distance_map(morph_padded: np.ndarray) -> np.ndarray:
     """Return int32 distances to the ROI edge (6-connectivity), same shape as the input.
@@ -58,74 +55,6 @@ def distance_map(morph_padded: np.ndarray) -> np.ndarray:
     """
     m = np.asarray(morph_padded, dtype=bool)
     return ndimage.distance_transform_cdt(m, metric="taxicab").astype(np.int32, copy=False)
-
-
-@nb.njit(cache=True, nogil=True)
-def _zone_distance_kernel(L, D, same, offs, nrep, rep, n_roi):  # pragma: no cover - numba
-    """Return (zone levels int32 (Nz,), zone distances int64 (Nz,)) of a padded level array.
-
-    Same union-find as :func:`pipelines.features.glszm._zone_kernel`, keeping per zone the
-    minimum of the distance map D (same shape as L) instead of the size.
-    """
-    nz, ny, nx = L.shape
-    lf = L.ravel()
-    df = D.ravel()
-    uo = np.empty(13, np.uint64)
-    for d in range(13):
-        uo[d] = _U(offs[d])
-    label = np.empty(lf.size, np.uint32)
-    eq = np.empty(n_roi + 1, np.uint32)
-    dmin = np.empty(n_roi + 1, np.int64)
-    lvl = np.empty(n_roi + 1, np.int32)
-    nlab = np.uint32(0)
-    sy = _U(nx)
-    sz = _U(ny * nx)
-    for z in range(_U(1), _U(nz - 1)):
-        for y in range(_U(1), _U(ny - 1)):
-            base = z * sz + y * sy
-            for x in range(_U(1), _U(nx - 1)):
-                p = base + x
-                a = lf[p]
-                if a == 0:
-                    continue
-                m = same[p]
-                k = nrep[m]
-                if k == 0:
-                    lab = nlab
-                    eq[lab] = lab
-                    lvl[lab] = a
-                    dmin[lab] = df[p]
-                    nlab += np.uint32(1)
-                else:
-                    lab = _find(eq, label[p - uo[rep[m, 0]]])
-                    for t in range(1, k):
-                        r = _find(eq, label[p - uo[rep[m, t]]])
-                        if r != lab:
-                            if r < lab:
-                                eq[lab] = r
-                                lab = r
-                            else:
-                                eq[r] = lab
-                    if df[p] < dmin[lab]:
-                        dmin[lab] = df[p]
-                label[p] = lab
-    for lab in range(nlab):  # roots have the smallest label of their zone: one forward pass
-        r = _find(eq, np.uint32(lab))
-        if dmin[lab] < dmin[r]:
-            dmin[r] = dmin[lab]
-    nzones = 0
-    for lab in range(nlab):
-        if eq[lab] == lab:
-            nzones += 1
-    zl = np.empty(nzones, np.int32)
-    zd = np.empty(nzones, np.int64)
-    j = 0
-    for lab in range(nlab):
-        if eq[lab] == lab:
-            zl[j] = lvl[lab]
-            zd[j] = dmin[lab]
-            j += 1
-    return zl, zd
 
 
 def gldzm_from_padded(L: np.ndarray, D: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +73,8 @@ def gldzm_from_padded(L: np.ndarray, D: np.ndarray | None = None) -> tuple[np.nd
     offs = _raster_offsets(L.shape)
     nrep, rep = _merge_table()
     same = _same_level_mask(L, offs)
-    return _zone_distance_kernel(L, D, same, offs, nrep, rep, int(np.count_nonzero(L)))
+    zl, _, zd = _zone_kernel(L, D, same, offs, nrep, rep, int(np.count_nonzero(L)))
+    return zl, zd
 
 
 def gldzm_matrix(levels, mask, n_levels: int, morph_mask=None) -> np.ndarray:

@@ -119,16 +119,19 @@ def _find(eq, x):  # pragma: no cover - numba
 
 
 @nb.njit(cache=True, nogil=True)
-def _zone_kernel(L, same, offs, nrep, rep, n_roi):  # pragma: no cover - numba
-    """Return (zone levels int32 (Nz,), zone sizes int64 (Nz,)) of a padded level array."""
+def _zone_kernel(L, D, same, offs, nrep, rep, n_roi):  # pragma: no cover - numba
+    """Return (zone levels int32 (Nz,), zone sizes int64 (Nz,), minimum of D over each zone
+    int64 (Nz,)) of a padded level array; D: an integer map of L's shape (GLDZM's distances)."""
     nz, ny, nx = L.shape
     lf = L.ravel()
+    df = D.ravel()
     uo = np.empty(13, np.uint64)
     for d in range(13):
         uo[d] = _U(offs[d])
     label = np.empty(lf.size, np.uint32)
     eq = np.empty(n_roi + 1, np.uint32)
     cnt = np.zeros(n_roi + 1, np.int64)
+    dmin = np.empty(n_roi + 1, np.int64)
     lvl = np.empty(n_roi + 1, np.int32)
     nlab = np.uint32(0)
     sy = _U(nx)
@@ -147,6 +150,7 @@ def _zone_kernel(L, same, offs, nrep, rep, n_roi):  # pragma: no cover - numba
                     lab = nlab
                     eq[lab] = lab
                     lvl[lab] = a
+                    dmin[lab] = df[p]
                     nlab += np.uint32(1)
                 else:
                     lab = _find(eq, label[p - uo[rep[m, 0]]])
@@ -158,24 +162,30 @@ def _zone_kernel(L, same, offs, nrep, rep, n_roi):  # pragma: no cover - numba
                                 lab = r
                             else:
                                 eq[r] = lab
+                    if df[p] < dmin[lab]:
+                        dmin[lab] = df[p]
                 label[p] = lab
                 cnt[lab] += 1
     size = np.zeros(nlab, np.int64)
     nzones = 0
-    for lab in range(nlab):
+    for lab in range(nlab):  # roots have the smallest label of their zone: one forward pass
         r = _find(eq, np.uint32(lab))
         size[r] += cnt[lab]
+        if dmin[lab] < dmin[r]:
+            dmin[r] = dmin[lab]
         if r == lab:
             nzones += 1
     zl = np.empty(nzones, np.int32)
     zs = np.empty(nzones, np.int64)
+    zd = np.empty(nzones, np.int64)
     j = 0
     for lab in range(nlab):
         if eq[lab] == lab:
             zl[j] = lvl[lab]
             zs[j] = size[lab]
+            zd[j] = dmin[lab]
             j += 1
-    return zl, zs
+    return zl, zs, zd
 
 
 def zones_from_padded(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +198,8 @@ def zones_from_padded(L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     offs = raster_offsets(L.shape)
     nrep, rep = _merge_table()
     same = _same_level_mask(L, offs)
-    return _zone_kernel(L, same, offs, nrep, rep, int(np.count_nonzero(L)))
+    zl, zs, _ = _zone_kernel(L, L, same, offs, nrep, rep, int(np.count_nonzero(L)))
+    return zl, zs
 
 
 def zone_triplets(zl: np.ndarray, zs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
