@@ -317,8 +317,8 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
         for df in (sp, wx):
             df.insert(0, "encoder", data.encoder)
             df.insert(0, "run_id", rid)
-        lake.write_table_atomic("results_spearman", sp, name=rid)
-        lake.write_table_atomic("results_wilcoxon", wx, name=rid)
+        lake.append_rows("results_spearman", sp, run_id=rid)
+        lake.append_rows("results_wilcoxon", wx, run_id=rid)
 
         # 3. survival, per feature, on the training set
         feats = pd.concat([data.drf, clinical_features(data.clinical)[["age"]],
@@ -335,7 +335,7 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
         # a Kaplan-Meier median that is never reached (or an unbounded CI) is stored as NULL
         num = st.select_dtypes("number").columns
         st[num] = st[num].replace([np.inf, -np.inf], np.nan)
-        lake.write_table_atomic("results_survival", st, name=rid)
+        lake.append_rows("results_survival", st, run_id=rid)
 
         # 4-6. classifiers as Dask tasks
         tasks = [
@@ -394,9 +394,9 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
                 cls_df.loc[rows, "score_rho_p"].to_numpy(dtype=float))
         num = cls_df.select_dtypes("number").columns
         cls_df[num] = cls_df[num].replace([np.inf, -np.inf], np.nan)
-        lake.write_table_atomic("results_classifier", cls_df, name=rid)
-        lake.write_table_atomic("results_scores", pd.DataFrame(score_rows), name=rid)
-        lake.write_table_atomic("results_importance", pd.DataFrame(imp_rows), name=rid)
+        lake.append_rows("results_classifier", cls_df, run_id=rid)
+        lake.append_rows("results_scores", pd.DataFrame(score_rows), run_id=rid)
+        lake.append_rows("results_importance", pd.DataFrame(imp_rows), run_id=rid)
         mk_rows, mk_score_rows = [], []
         for r in mark:
             for ev, res in r["results"].items():
@@ -415,10 +415,10 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
         mk_df = pd.DataFrame(mk_rows, columns=[
             "run_id", "marker", "modality", "evaluation", "n", "auc", "auc_low95", "auc_high95",
             "top_feature", "protocol"])
-        lake.write_table_atomic("results_marker_auc", mk_df, name=rid)
-        lake.write_table_atomic("results_marker_scores", pd.DataFrame(mk_score_rows, columns=[
+        lake.append_rows("results_marker_auc", mk_df, run_id=rid)
+        lake.append_rows("results_marker_scores", pd.DataFrame(mk_score_rows, columns=[
             "run_id", "marker", "modality", "evaluation", "patient_id", "score", "label",
-            "protocol"]), name=rid)
+            "protocol"]), run_id=rid)
         shown = "repeated_cv" if any(r["evaluation"] == "repeated_cv" for r in cls_rows) \
             else "loocv"
         best = max(cls_rows, key=lambda r: -1 if r["evaluation"] != shown or

@@ -512,6 +512,9 @@ def sql(
     format: Annotated[SqlFormat, typer.Option(help="output format")] = SqlFormat.table,
     out: Annotated[Path | None, typer.Option(help="write the result to this file")] = None,
     max_rows: Annotated[int, typer.Option(help="rows shown in table format")] = 50,
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="query the lake as it was: a run id, a lake version (0 = after the "
+        "first ok run) or an ISO timestamp")] = None,
 ):
     """Query the lake with DuckDB SQL (views: features, drf, clinical, immune_markers, ...)."""
     from pipelines.sql import run_query
@@ -522,7 +525,7 @@ def sql(
         if not file.exists():
             raise InputError(f"{file}: file not found")
         query = file.read_text(encoding="utf-8")
-    df = run_query(lake, query)
+    df = run_query(lake, query, as_of=as_of)
     if df is None:
         return
     if format == SqlFormat.parquet and out is None:
@@ -642,6 +645,35 @@ def runs(lake: LakeOpt = "lake"):
         return
     cols = ["run_id", "stage", "status", "started_at", "ended_at", "message"]
     typer.echo(df[cols].to_string(index=False))
+
+
+@app.command()
+def compact(
+    lake: LakeOpt = "lake",
+    vacuum: Annotated[bool, typer.Option(help="delete files no retained version needs")] = True,
+):
+    """Compact the lake's tables (Delta OPTIMIZE) and vacuum old files, keeping every table
+    version a recorded run needs (so `--as-of RUN_ID` still works)."""
+    from pipelines.lake import Lake
+    from pipelines.maintenance import compact_lake
+
+    res = compact_lake(Lake(lake), vacuum=vacuum)
+    for name, m in res.items():
+        typer.echo(f"{name}: {m['files_removed']} file(s) -> {m['files_added']}, "
+                   f"{m['vacuumed']} vacuumed")
+
+
+@app.command()
+def migrate(lake: LakeOpt = "lake"):
+    """Convert a drlake 0.1 lake (plain Parquet tables) to Delta tables, in place."""
+    from pipelines.lake import Lake
+    from pipelines.maintenance import migrate_lake
+
+    res = migrate_lake(Lake(lake))
+    if not res:
+        typer.echo("nothing to migrate: every table is a Delta table")
+    for name, n in res.items():
+        typer.echo(f"{name}: {n} rows")
 
 
 def _mount_subcommands() -> None:

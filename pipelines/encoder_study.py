@@ -336,7 +336,7 @@ def run_encoder_study(lake: Lake, settings: StudySettings | None = None,
         run.input_fingerprints.update(fps)
         df.insert(0, "run_id", run.run_id)
         df = df.reindex(columns=STUDY_COLUMNS)
-        lake.write_table_atomic("results_encoder_study", df, name=run.run_id)
+        lake.append_rows("results_encoder_study", df, run_id=run.run_id)
         run.message = (f"{df['encoder'].nunique()} encoder(s) x "
                        f"{df['patient_set'].nunique()} patient set(s)")
     return {"run_id": run.run_id, "table": df, "notes": notes}

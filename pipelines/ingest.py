@@ -677,11 +677,42 @@ def ingest(
         check_image_sizes(p, settings, limits)
     run_id = new_run_id("ingest")
 
-    # 3. stage volumes under temporary names (invisible), one Dask task per patient; any error
-    # removes them all, and the folders staging created (the lake's own folder too on a first
-    # ingest). A user error in one task does not stop the others, so that every staged volume
-    # is known and removed before the first error (in manifest order) is raised.
-    created = lake.absent_folders("volumes")
+    # tables whose rows are all there already are left alone (a rerun is a no-op)
+    table_rows = {t: df for t, df in table_rows.items() if not lake.table(t).has_rows(df)}
+    if not todo and not table_rows:
+        summary = IngestSummary(run_id=None, ingested=[], skipped=skipped, tables={},
+                                seconds=time.perf_counter() - t0)
+        log.debug("%s", summary)
+        return summary
+
+    # 3. a 'running' row first, so that a killed ingest is later marked dead and what it staged
+    # removed (`Lake.mark_dead_runs`); a failed first ingest removes the lake it created.
+    first = not lake.exists()
+    fingerprints = {p.patient_id: fps[p.patient_id] for p in todo}
+    for name, path in (("clinical", clinical), ("immune", immune),
+                       ("expression", expression), ("biopsies", biopsies)):
+        if path:
+            fingerprints[name] = file_sha256(path)
+    runlog = RunLog(
+        lake=lake, run_id=run_id, stage="ingest",
+        parameters={**settings.as_dict(), "manifest_patients": len(patients)},
+        input_fingerprints=fingerprints, encoder_hash=None, started_at=started,
+    )
+    lake.ensure()
+    lake.mark_dead_runs()
+    runlog.write("running")
+
+    def undo(exc: BaseException, staged_tmp: list[str]) -> None:
+        for tmp in staged_tmp:
+            lake.discard_staged(tmp)
+        if first:
+            lake.remove_lake()
+        else:
+            runlog.write("failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+
+    # 4. stage volumes under temporary names (invisible), one Dask task per patient; any error
+    # removes them all. A user error in one task does not stop the others, so that every staged
+    # volume is known and removed before the first error (in manifest order) is raised.
     token = run_id.replace(":", "")
     threads = sched.threads_per_task()
     tasks = [
@@ -693,56 +724,40 @@ def ingest(
     ]
     try:
         results = run_tasks(tasks, sched, desc="ingest", progress=progress)
-    except BaseException:
-        for p in todo:
-            lake.discard_staged(lake.staged_path("volumes", p.patient_id, token))
-        lake.remove_empty_folders(created)
+    except BaseException as exc:
+        undo(exc, [lake.staged_path("volumes", p.patient_id, token) for p in todo])
         raise
     failed = [r for r in results if "error" in r]
     if failed:
-        for r in results:
-            if "tmp" in r:
-                lake.discard_staged(r["tmp"])
-        lake.remove_empty_folders(created)
+        undo(failed[0]["error"], [r["tmp"] for r in results if "tmp" in r])
         raise failed[0]["error"]
     staged = [(r["patient_id"], r["tmp"]) for r in results]
     rows = [r["row"] for r in results]
 
-    # 4. commit: the lake's folders, volumes, then the tables that make them visible, then the
-    # run log
-    lake.ensure()
-    for pid, tmp in staged:
-        lake.commit_volume(tmp, pid)
-    counts = {}
-    if rows:
-        lake.upsert_table("patients", pd.DataFrame(rows))
-        counts["patients"] = len(rows)
+    # 5. commit: volumes, the cohort tables, then `patients`, which makes the new volumes
+    # visible; the 'ok' row last, which makes this run's patient rows visible
+    # (`Lake.read_table`).
+    counts: dict[str, int] = {}
     changed_tables = []
-    for table, df in table_rows.items():
-        before = lake.table_files(table)
-        mtimes = _mtimes(lake, before)
-        lake.upsert_table(table, df)
-        if _mtimes(lake, lake.table_files(table)) != mtimes:
-            changed_tables.append(table)
-        counts[table] = len(df)
-    if rows or changed_tables:
-        fingerprints = {pid: fps[pid] for pid in (r["patient_id"] for r in rows)}
-        for name, path in (("clinical", clinical), ("immune", immune),
-                           ("expression", expression), ("biopsies", biopsies)):
-            if path:
-                fingerprints[name] = file_sha256(path)
-        runlog = RunLog(
-            lake=lake, run_id=run_id, stage="ingest",
-            parameters={**settings.as_dict(), "manifest_patients": len(patients)},
-            input_fingerprints=fingerprints, encoder_hash=None, started_at=started,
-        )
-        runlog.write(
-            "ok",
-            message=f"{len(rows)} patient(s) ingested, {len(skipped)} unchanged; "
-            f"tables updated: {', '.join(changed_tables) or 'none'}",
-        )
-    else:
-        run_id = None
+    try:
+        for pid, tmp in staged:
+            lake.commit_volume(tmp, pid)
+        for table, df in table_rows.items():
+            before = lake.table(table).version()
+            if lake.upsert_table(table, df, run_id=run_id) != before:
+                changed_tables.append(table)
+            counts[table] = len(df)
+        if rows:
+            lake.upsert_table("patients", pd.DataFrame(rows), run_id=run_id)
+            counts["patients"] = len(rows)
+    except BaseException as exc:
+        runlog.write("failed", message=f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    runlog.write(
+        "ok",
+        message=f"{len(rows)} patient(s) ingested, {len(skipped)} unchanged; "
+        f"tables updated: {', '.join(changed_tables) or 'none'}",
+    )
     summary = IngestSummary(
         run_id=run_id,
         ingested=[r["patient_id"] for r in rows],
@@ -752,12 +767,3 @@ def ingest(
     )
     log.debug("%s", summary)
     return summary
-
-
-def _mtimes(lake: Lake, files: list[str]) -> dict:
-    out = {}
-    for f in files:
-        info = lake.fs.info(f)
-        stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag")
-        out[f] = (info.get("size"), stamp)
-    return out

@@ -8,13 +8,16 @@ Layout under the lake root (a local folder or any fsspec URL such as ``s3://buck
                                     masks/<MOD> (z, y, x) uint8 labels (attrs["regions"]: name
                                     -> labels), spatial metadata in attributes
     activations/<encoder>/<patient>.zarr
-    tables/<table>/...parquet       one file per patient or per batch, written atomically
-    tables/runs/<run_id>.parquet    the run log, one file per run
+    tables/<table>/                 a Delta Lake table (`pipelines.tables`): Parquet data files
+                                    and the _delta_log that says which of them are the table
+    tables/runs/                    the run log (status events: running, ok, failed, dead)
     reports/<run_id>/               HTML reports
 
-Visibility: a Parquet file is written under a temporary dot-name and renamed (locally) or PUT as
-one object (object storage), so a reader never sees a partial file. A volume is visible to the
-pipeline only once its row is in the ``patients`` table, which is written after the Zarr group.
+Visibility: a table changes only by a Delta commit, so a reader sees a table version whole or
+not at all. Rows carry the run id that wrote them, and readers (`read_table`, the SQL views) show
+only rows of runs that ended ``ok``: a running, failed or killed stage's rows stay invisible. A
+volume is visible to the pipeline only once its row is in the ``patients`` table, which is
+written after the Zarr group.
 """
 
 from __future__ import annotations
@@ -22,27 +25,28 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import io
 import json
 import os
 import re
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import zarr
 from zarr.codecs import ZstdCodec
 
 from pipelines import __version__
 from pipelines.exceptions import InputError, LakeError
-from pipelines.schemas import load_schema, validate
+from pipelines.schemas import load_schema
+from pipelines.tables import DeltaTableStore, delta_storage_options
 
+_DELTA_FILE_RE = re.compile(r"-[0-9a-f]{12}\.parquet$")
 PATIENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHUNK = 64
 
@@ -143,52 +147,90 @@ class Lake:
                 with contextlib.suppress(Exception):
                     self.fs.makedirs(self.path(sub), exist_ok=True)
 
-    def absent_folders(self, *parts: str) -> list[str]:
-        """Return the lake folders among `parts` (and the root and its missing parents) that do
-        not exist yet, deepest first: what a stage that fails should remove again.
+    def remove_lake(self) -> None:
+        """Remove the whole lake (what a failed first ingest created)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.root, recursive=True)
 
-        Local lakes only; an object store has no folders to leave behind ([]).
-        """
-        if not self.is_local:
-            return []
-        out = [self.path(p) for p in parts if not os.path.exists(self.path(p))]
-        folder = Path(self.root)
-        while not folder.exists() and folder != folder.parent:
-            out.append(str(folder))
-            folder = folder.parent
-        return out
-
-    def remove_empty_folders(self, folders: list[str]) -> None:
-        """Remove each of `folders` (deepest first) that exists and is empty; keep the others."""
-        for f in folders:
-            with contextlib.suppress(OSError):
-                os.rmdir(f)
-
-    # ---- Parquet tables ----------------------------------------------------------------------
+    # ---- Delta tables ------------------------------------------------------------------------
     def table_dir(self, table: str) -> str:
         return self.path("tables", table)
 
-    def write_table_atomic(
-        self, table: str, data: pd.DataFrame | pa.Table, name: str = "data", partition=None,
-        metadata: Mapping[bytes, bytes] | None = None,
-    ) -> str:
-        """Validate `data` against the table's schema and write it as one Parquet file atomically.
-
-        The file is ``tables/<table>/[k=v/...]<name>.parquet``; an existing file of that name is
-        replaced, so a rerun replaces rather than duplicates. Returns the file's path.
-        """
-        tbl = validate(table, data)
-        if metadata:
-            tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), **metadata})
-        parts = [f"{k}={v}" for k, v in (partition or {}).items()]
-        for p in parts:
-            _check_path_component(p)
+    def table(self, name: str) -> DeltaTableStore:
+        """Return the Delta table `name` of this lake (schema in `schemas/<name>.json`)."""
         _check_path_component(name)
-        target = "/".join([self.table_dir(table), *parts, f"{name}.parquet"])
-        buf = io.BytesIO()
-        pq.write_table(tbl, buf, compression="zstd")
-        self.put_bytes_atomic(target, buf.getvalue())
-        return target
+        load_schema(name)
+        path = self.table_dir(name)
+        store = DeltaTableStore(name, self.url_of("tables", name), self.fs, path,
+                                delta_storage_options(self.url, self.storage_options))
+        if not store.exists() and self._has_parquet_files(path):
+            raise LakeError(
+                f"{self.url}: table {name} is in the drlake 0.1 layout (plain Parquet files, no "
+                f"Delta log); convert the lake once with `drlake migrate --lake {self.url}`")
+        return store
+
+    def _has_parquet_files(self, path: str) -> bool:
+        """Return True if `path` holds Parquet files of the 0.1 layout (named by patient, run or
+        ``data``), not data files a Delta writer left uncommitted (``part-*`` or
+        ``<stem>-<12 hex>.parquet``)."""
+        try:
+            files = [f.rsplit("/", 1)[-1] for f in self.fs.find(path)
+                     if f.endswith(".parquet") and "/_delta_log/" not in f]
+        except (FileNotFoundError, OSError):
+            return False
+        return any(not (n.startswith(("part-", ".")) or _DELTA_FILE_RE.search(n)) for n in files)
+
+    def table_names(self) -> list[str]:
+        """Return the names of the tables that exist in the lake (with a Delta log)."""
+        base = self.path("tables")
+        if not self.fs.exists(base):
+            return []
+        out = []
+        for p in self.fs.ls(base, detail=False):
+            name = p.rstrip("/").rsplit("/", 1)[-1]
+            if not name.startswith(".") and self.fs.exists(f"{p.rstrip('/')}/_delta_log"):
+                out.append(name)
+        return sorted(out)
+
+    def table_versions(self) -> dict[str, int]:
+        """Return table -> latest Delta version of every table of the lake."""
+        out = {}
+        for name in self.table_names():
+            v = self.table(name).version()
+            if v is not None:
+                out[name] = v
+        return out
+
+    def read_table(self, table: str, version: int | None = None,
+                   committed: bool = True) -> pd.DataFrame:
+        """Return the table (at `version`) as a DataFrame with the schema's columns.
+
+        With `committed`, rows carrying the run id of a run that has not ended ``ok`` (running,
+        failed, killed) are left out: a stage's rows become visible when its run commits.
+        """
+        df = self.table(table).read(version)
+        if committed and table != "runs" and "run_id" in df.columns and len(df):
+            df = df[df["run_id"].isin(self.ok_run_ids())].reset_index(drop=True)
+        return df
+
+    def append_rows(self, table: str, data: pd.DataFrame | pa.Table,
+                    run_id: str | None = None) -> int:
+        """Append validated rows to a table in one commit; return the new version."""
+        return self.table(table).append(data, run_id)
+
+    def replace_rows(self, table: str, data: pd.DataFrame | pa.Table, column: str, value: str,
+                     run_id: str | None = None) -> int:
+        """Replace the rows whose `column` equals `value` by `data` in one commit."""
+        pred = f"{column} = '{str(value).replace(chr(39), chr(39) * 2)}'"
+        return self.table(table).replace_where(data, pred, run_id)
+
+    def upsert_table(self, table: str, rows: pd.DataFrame, run_id: str | None = None) -> int | None:
+        """Merge rows into a table by primary key (new rows win) in one commit; return the
+        version (unchanged when every row is already there, so reingesting is a no-op).
+
+        Concurrent writers of different keys all land: a conflicting commit is retried.
+        """
+        return self.table(table).upsert(rows, run_id)
 
     def put_bytes_atomic(self, target: str, payload: bytes) -> None:
         """Write bytes to `target` so that readers see either the old or the whole new file."""
@@ -208,50 +250,6 @@ class Lake:
         else:
             # One PUT of the whole object: object stores make it visible all at once.
             self.fs.pipe_file(target, payload)
-
-    def table_files(self, table: str) -> list[str]:
-        """Return the table's committed Parquet files (temporary files excluded), sorted."""
-        base = self.table_dir(table)
-        if not self.fs.exists(base):
-            return []
-        files = [f for f in self.fs.find(base) if f.endswith(".parquet")]
-        return sorted(f for f in files if not os.path.basename(f).startswith("."))
-
-    def read_table(self, table: str) -> pd.DataFrame:
-        """Return the whole table as a DataFrame with the schema's columns (empty if absent)."""
-        schema = load_schema(table)
-        files = self.table_files(table)
-        if not files:
-            return schema.arrow_schema().empty_table().to_pandas()
-        parts = []
-        for f in files:
-            with self.fs.open(f, "rb") as fh:
-                parts.append(pq.read_table(fh).select(schema.names))
-        return pa.concat_tables(parts).to_pandas()
-
-    def upsert_table(self, table: str, rows: pd.DataFrame, name: str = "data") -> pd.DataFrame:
-        """Merge rows into a one-file table by primary key (new rows win) and rewrite it atomically.
-
-        Returns the merged table. Used for small cohort tables (patients, clinical, immune
-        markers, expression, biopsies) so that reingesting the same rows is a no-op and a new
-        patient adds only its rows.
-        """
-        schema = load_schema(table)
-        old = self.read_table(table)
-        rows = validate(table, rows).to_pandas()
-        if len(old):
-            key = list(schema.primary_key)
-            keep = ~old.set_index(key).index.isin(rows.set_index(key).index)
-            merged = pd.concat([old[keep], rows], ignore_index=True)
-        else:
-            merged = rows
-        if schema.primary_key:
-            merged = merged.sort_values(list(schema.primary_key), kind="stable")
-        merged = merged.reset_index(drop=True)
-        if len(old) and _frames_equal(old, merged):
-            return merged
-        self.write_table_atomic(table, merged, name=name)
-        return merged
 
     # ---- volumes (Zarr) ----------------------------------------------------------------------
     def volume_path(self, patient_id: str) -> str:
@@ -398,6 +396,7 @@ class Lake:
             encoder_hash=encoder_hash,
             started_at=dt.datetime.now(dt.UTC),
         )
+        self.mark_dead_runs()
         log.write("running")
         try:
             yield log
@@ -406,10 +405,81 @@ class Lake:
             raise
         log.write("ok", message=log.message)
 
-    def runs(self) -> pd.DataFrame:
-        """Return the run log, oldest first."""
-        df = self.read_table("runs")
-        return df.sort_values("started_at").reset_index(drop=True)
+    def run_events(self) -> pd.DataFrame:
+        """Return every status event of the run log (running, ok, failed, dead), unfiltered."""
+        return self.table("runs").read()
+
+    def runs(self, mark_dead: bool = True) -> pd.DataFrame:
+        """Return the run log, one row per run (its latest status), oldest first.
+
+        With `mark_dead`, runs still ``running`` whose driver process has gone (same host) are
+        first marked ``dead`` and their staged Zarr groups removed.
+        """
+        if mark_dead:
+            self.mark_dead_runs()
+        return latest_run_rows(self.run_events())
+
+    def ok_run_ids(self) -> set[str]:
+        """Return the ids of the runs that ended ``ok``."""
+        ev = self.run_events()
+        return set(ev.loc[ev["status"] == "ok", "run_id"])
+
+    def mark_dead_runs(self) -> list[str]:
+        """Mark runs whose driver process is gone as ``dead``; remove what they staged.
+
+        A run is dead when its latest status is ``running``, it ran on this host and its process
+        id is no longer alive. Returns the ids marked.
+        """
+        runs = latest_run_rows(self.run_events())
+        if runs.empty:
+            return []
+        host = socket.gethostname()
+        dead = []
+        for _, r in runs[runs["status"] == "running"].iterrows():
+            pid = r.get("pid")
+            if r.get("host") != host or pid is None or pd.isna(pid):
+                continue
+            if _pid_alive(int(pid)):
+                continue
+            dead.append(r)
+        for r in dead:
+            log = RunLog(lake=self, run_id=r["run_id"], stage=r["stage"],
+                         parameters=json.loads(r["parameters"]),
+                         input_fingerprints=json.loads(r["input_fingerprints"]),
+                         encoder_hash=r["encoder_hash"], started_at=r["started_at"],
+                         pid=int(r["pid"]))
+            log.write("dead", message="the run's process ended without committing (killed?)")
+            self.discard_run_staging(r["run_id"])
+        return [r["run_id"] for r in dead]
+
+    def discard_run_staging(self, run_id: str) -> None:
+        """Remove the Zarr groups a run staged (``.tmp-*-<token>.zarr``) and never committed."""
+        token = run_id.replace(":", "")
+        for pattern in (self.path("volumes", f".tmp-*-{token}.zarr"),
+                        self.path("activations", "*", f".tmp-*-{token}.zarr")):
+            for p in self.fs.glob(pattern):
+                self.discard_staged(p)
+
+
+def latest_run_rows(events: pd.DataFrame) -> pd.DataFrame:
+    """Return one row per run id: its latest status event (the final one if it ended)."""
+    if events.empty:
+        return events.reset_index(drop=True)
+    rank = events["status"].map({"running": 0}).fillna(1)
+    ev = events.assign(_rank=rank).sort_values(["run_id", "_rank", "ended_at"],
+                                                na_position="first", kind="stable")
+    out = ev.groupby("run_id", sort=False).tail(1).drop(columns="_rank")
+    return out.sort_values("started_at", kind="stable").reset_index(drop=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -424,13 +494,23 @@ class RunLog:
     encoder_hash: str | None
     started_at: dt.datetime
     message: str | None = None
+    pid: int = field(default_factory=os.getpid)
 
     @property
     def params_hash(self) -> str:
         return sha256_text(canonical_json(self.parameters))
 
     def write(self, status: str, message: str | None = None) -> None:
+        """Append this run's status event to the run log.
+
+        The ``running`` event records the Delta version of every table when the stage started
+        (what it read); the ``ok`` event the versions after its commits (the run's snapshot,
+        which `drlake sql --as-of RUN_ID` and `drlake report --run RUN_ID` read).
+        """
         ended = None if status == "running" else dt.datetime.now(dt.UTC)
+        versions = None
+        if status in ("running", "ok"):
+            versions = canonical_json(self.lake.table_versions())
         row = pd.DataFrame(
             [
                 {
@@ -445,10 +525,13 @@ class RunLog:
                     "ended_at": ended,
                     "status": status,
                     "message": message,
+                    "pid": self.pid,
+                    "host": socket.gethostname(),
+                    "table_versions": versions,
                 }
             ]
         )
-        self.lake.write_table_atomic("runs", row, name=self.run_id)
+        self.lake.append_rows("runs", row, run_id=self.run_id)
 
 
 def _protocol(fs) -> str:
@@ -511,15 +594,3 @@ def write_array(group, name: str, arr: np.ndarray, chunks: tuple[int, ...] | Non
         attributes=attributes,
     )
     a[...] = arr
-
-
-def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    if a.shape != b.shape or list(a.columns) != list(b.columns):
-        return False
-    try:
-        pd.testing.assert_frame_equal(
-            a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False
-        )
-    except AssertionError:
-        return False
-    return True

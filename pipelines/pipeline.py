@@ -17,7 +17,11 @@ import pandas as pd
 from pipelines.encoder import EncoderSpec, build_encoder, spec_as_dict
 from pipelines.exceptions import LakeError
 from pipelines.lake import Lake
-from pipelines.quantify import QuantifySettings, quantify_patient_modality
+from pipelines.quantify import (
+    QuantifySettings,
+    existing_fragment_hashes,
+    quantify_patient_modality,
+)
 from pipelines.scheduler import SchedulerSpec, run_tasks
 
 log = logging.getLogger("drlake.pipeline")
@@ -95,9 +99,10 @@ def run_activations(lake: Lake, spec: EncoderSpec, sched: SchedulerSpec | None =
     t0 = time.perf_counter()
     with lake.run("activations", params, encoder_hash=encoder.identity_hash) as run:
         results = run_tasks(tasks, sched, desc=f"activations {encoder.name}", progress=progress)
-        if not any(f.endswith(f"/{encoder.name}.parquet")  # its maps are fixed by its hash
-                   for f in lake.table_files("encoder_maps")):
-            lake.write_table_atomic("encoder_maps", encoder_maps_rows(encoder), name=encoder.name)
+        known = lake.read_table("encoder_maps", committed=False)["encoder"]
+        if not (known == encoder.name).any():  # its maps are fixed by its hash
+            lake.replace_rows("encoder_maps", encoder_maps_rows(encoder), "encoder",
+                              encoder.name, run_id=run.run_id)
         done = sum(not r["skipped"] for r in results)
         run.message = (f"encoder {encoder.name}: {done} patient(s) computed, "
                        f"{len(results) - done} unchanged")
@@ -124,16 +129,20 @@ def run_quantify(lake: Lake, encoder_name: str, settings: QuantifySettings | Non
     threads = sched.threads_per_task()
     t0 = time.perf_counter()
     with lake.run("quantify", params) as run:
+        known = {} if force else existing_fragment_hashes(lake, encoder_name)
         tasks = [
             dask.delayed(quantify_patient_modality, pure=False)(
                 lake.url, lake.storage_options, pid, mod, encoder_name, settings, run.run_id,
-                threads, force, dask_key_name=f"quantify-{pid}-{mod}",
+                threads, force, known.get((pid, mod)), dask_key_name=f"quantify-{pid}-{mod}",
             )
             for pid, mods in todo
             for mod in mods
         ]
         results = run_tasks(tasks, sched, desc="quantify", progress=progress)
         done = [r for r in results if not r["skipped"]]
+        # the whole stage's fragments become visible in one commit, replacing older rows
+        lake.table("features").commit_files([r["add"] for r in done], replace_key="patient_id",
+                                            run_id=run.run_id, operation="quantify")
         run.message = (f"{len(done)} fragment(s) written ({sum(r['rows'] for r in done)} rows), "
                        f"{len(results) - len(done)} unchanged")
     log.debug("quantify: %s (%.1f s)", run.message, time.perf_counter() - t0)

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from pipelines.exceptions import InputError, LakeError
 from pipelines.lake import Lake, canonical_json, sha256_text
@@ -88,16 +87,19 @@ def fragment_rel(modality: str, encoder: str, patient_id: str) -> tuple[dict, st
     return {"modality": modality, "encoder": encoder}, patient_id
 
 
-def existing_fragment_hash(lake: Lake, modality: str, encoder: str, patient_id: str) -> str | None:
-    """Return the params hash stored in an existing fragment's metadata, or None."""
-    path = "/".join([lake.table_dir("features"), f"modality={modality}", f"encoder={encoder}",
-                     f"{patient_id}.parquet"])
-    if not lake.fs.exists(path):
-        return None
-    with lake.fs.open(path, "rb") as f:
-        meta = pq.read_schema(f).metadata or {}
-    v = meta.get(HASH_KEY)
-    return v.decode() if v else None
+def existing_fragment_hashes(lake: Lake, encoder: str) -> dict[tuple[str, str], str]:
+    """Return (patient, sequence) -> fragment hash of the committed features of `encoder`."""
+    import pyarrow.dataset as pads
+
+    ds = lake.table("features").dataset()
+    if ds is None:
+        return {}
+    tbl = ds.to_table(columns=["patient_id", "modality", "fragment_hash", "run_id"],
+                      filter=pads.field("encoder") == encoder)
+    df = tbl.to_pandas().drop_duplicates()
+    df = df[df["run_id"].isin(lake.ok_run_ids())]
+    return {(r.patient_id, r.modality): r.fragment_hash
+            for r in df.itertuples() if isinstance(r.fragment_hash, str)}
 
 
 def map_feature_rows(act: np.ndarray, mask: np.ndarray, spacing_mm: float,
@@ -142,8 +144,14 @@ def region_stack(mask: np.ndarray) -> np.ndarray:
 def quantify_patient_modality(
     lake_url: str, storage_options: dict | None, patient_id: str, modality: str, encoder: str,
     settings: QuantifySettings, run_id: str, threads: int = 1, force: bool = False,
+    existing_hash: str | None = None,
 ) -> dict:
-    """Compute and write one features fragment; return a small summary (never the data)."""
+    """Compute one features fragment and write it as an uncommitted data file of the features
+    table; return a small summary with the file's add action (never the data).
+
+    The fragment is skipped when `existing_hash` (the committed fragment's) equals the hash of
+    these settings and activations, unless `force`.
+    """
     limit_task_threads(threads)
     t0 = time.perf_counter()
     lake = Lake(lake_url, storage_options)
@@ -154,7 +162,7 @@ def quantify_patient_modality(
         raise LakeError(f"{rel}: no activations for sequence {modality}")
     settings = resolved_settings(settings, attrs)
     want = fragment_hash(settings, attrs["fingerprint"], modality)
-    if not force and existing_fragment_hash(lake, modality, encoder, patient_id) == want:
+    if not force and existing_hash == want:
         return {"patient_id": patient_id, "modality": modality, "skipped": True, "rows": 0}
     spacing = float(attrs["spacing_mm"])
     regions = activation_regions(attrs)
@@ -187,9 +195,10 @@ def quantify_patient_modality(
     df.insert(1, "modality", modality)
     df.insert(2, "encoder", encoder)
     df["run_id"] = run_id
+    df["fragment_hash"] = want
 
     part, stem = fragment_rel(modality, encoder, patient_id)
-    lake.write_table_atomic("features", df, name=stem, partition=part,
-                            metadata={HASH_KEY: want.encode()})
+    add = lake.table("features").write_file(df, part, stem)
+    add["replaces"] = [patient_id]
     return {"patient_id": patient_id, "modality": modality, "skipped": False, "rows": len(df),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "add": add}

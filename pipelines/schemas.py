@@ -45,6 +45,7 @@ class Column:
     allowed: tuple | None = None
     pattern: str | None = None
     description: str = ""
+    optional: bool = False  # may be left out of written rows: it is then null
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def load_schema(table: str) -> TableSchema:
                 allowed=allowed,
                 pattern=c.get("pattern"),
                 description=c.get("description", ""),
+                optional=bool(c.get("optional", False)) and c.get("nullable", False),
             )
         )
     return TableSchema(
@@ -189,12 +191,16 @@ def _check_column(schema: TableSchema, c: Column, df: pd.DataFrame) -> pd.Series
 def validate(table: str, data: pd.DataFrame | pa.Table) -> pa.Table:
     """Return `data` as an Arrow table exactly matching the schema of `table`.
 
-    Raises SchemaError naming the table, column, row and value on: a missing or extra column, a
+    A column the schema marks ``optional`` may be left out (it is written as null). Raises
+    SchemaError naming the table, column, row and value on: a missing or extra column, a
     null in a non-nullable column, a value of the wrong type, out of range, not allowed, not
     matching its pattern, or a duplicate primary key.
     """
     schema = load_schema(table)
     df = data.to_pandas() if isinstance(data, pa.Table) else data.reset_index(drop=True)
+    absent = [c.name for c in schema.columns if c.optional and c.name not in df.columns]
+    if absent:
+        df = df.assign(**{n: None for n in absent})
     missing = [n for n in schema.names if n not in df.columns]
     if missing:
         raise SchemaError(f"table {schema.table}: missing column(s) {', '.join(missing)}")

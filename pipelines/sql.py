@@ -16,10 +16,14 @@ dependency order. Remote lakes register their fsspec filesystem with DuckDB (no 
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 from fsspec.implementations.dirfs import DirFileSystem
 
 from pipelines.lake import Lake
@@ -96,33 +100,83 @@ for _name in ("mkdir", "makedirs", "rm", "rm_file", "rmdir", "mv", "copy", "cp_f
 
 
 def table_source(lake: Lake, table: str, sandbox: bool = False,
-                 con: duckdb.DuckDBPyConnection | None = None) -> str:
-    """Return a SQL relation over the table's Parquet files with exactly the schema's columns.
+                 con: duckdb.DuckDBPyConnection | None = None,
+                 snapshot: Snapshot | None = None) -> str:
+    """Return a SQL relation over the table's Delta snapshot with exactly the schema's columns.
 
-    With `sandbox`, the files are read through the read-only ``drlakero://`` filesystem. With
-    `con`, a schema column that no file has yet (a lake written before the column was added)
-    reads as NULL instead of failing the view.
+    The table's files (from its Delta log, at the snapshot's version if one is given) are
+    registered with `con` as an Arrow dataset, so DuckDB pushes column selections and filters
+    down to the Parquet files. Rows of runs that did not end ``ok`` (running, failed, killed)
+    are left out. A schema column that no file has yet reads as NULL.
     """
     schema = load_schema(table)
-    if not lake.table_files(table):
+    version = snapshot.versions.get(table) if snapshot else None
+    ds = None
+    if snapshot is None or version is not None:
+        ds = lake.table(table).dataset(version)
+    if ds is None or con is None:
         empty = ", ".join(f'CAST(NULL AS {_DUCK_TYPES[c.type]}) AS "{c.name}"'
                           for c in schema.columns)
         return f"(SELECT {empty} LIMIT 0)"
-    if sandbox:
-        glob = f"{SANDBOX_PROTOCOL}://tables/{table}/**/*.parquet"
+    name = f"_delta_{table}"
+    con.register(name, ds)
+    cols = ", ".join(f'CAST("{c.name}" AS {_DUCK_TYPES[c.type]}) AS "{c.name}"'
+                     for c in schema.columns)
+    where = ""
+    if table != "runs" and "run_id" in schema.names:
+        where = " WHERE run_id IN (SELECT run_id FROM _drlake_ok_runs)"
+    elif table == "runs" and snapshot is not None:
+        where = (f" WHERE coalesce(ended_at, started_at) <= "
+                 f"CAST({_quote(snapshot.cutoff.isoformat())} AS TIMESTAMPTZ)")
+    return f"(SELECT {cols} FROM {name}{where})"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The lake as it was: a Delta version per table and the time the snapshot was taken."""
+
+    versions: dict
+    cutoff: dt.datetime
+    label: str
+
+
+def resolve_snapshot(lake: Lake, as_of: str) -> Snapshot:
+    """Return the snapshot named by a run id, a lake version or a timestamp.
+
+    - a run id: the table versions that run recorded when it ended ``ok``;
+    - an integer N: lake version N, i.e. the state after the N-th ``ok`` run (0 = the first);
+    - an ISO timestamp: the state after the last ``ok`` run that ended at or before it.
+    """
+    from pipelines.exceptions import InputError
+
+    runs = lake.runs(mark_dead=False)
+    ok = runs[(runs["status"] == "ok") & runs["table_versions"].notna()]
+    ok = ok.sort_values("ended_at", kind="stable").reset_index(drop=True)
+    text = str(as_of).strip()
+    if text in set(runs["run_id"]):
+        row = runs[runs["run_id"] == text].iloc[-1]
+        if row["status"] != "ok" or not isinstance(row["table_versions"], str):
+            raise InputError(f"run {text} is {row['status']!r}; only an ok run that recorded its "
+                             "table versions names a snapshot")
+    elif re.fullmatch(r"\d+", text):
+        n = int(text)
+        if n >= len(ok):
+            raise InputError(f"the lake has versions 0..{len(ok) - 1}; no version {n}")
+        row = ok.iloc[n]
     else:
-        glob = _glob_escape(lake.url_of("tables", table)) + "/**/*.parquet"
-    scan = (f"read_parquet({_quote(glob)}, union_by_name = true, hive_partitioning = false)")
-    present = None
-    if con is not None:
-        present = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
-
-    def column(name: str, typ: str) -> str:
-        value = f'"{name}"' if present is None or name in present else "NULL"
-        return f'CAST({value} AS {_DUCK_TYPES[typ]}) AS "{name}"'
-
-    cols = ", ".join(column(c.name, c.type) for c in schema.columns)
-    return f"(SELECT {cols} FROM {scan})"
+        try:
+            ts = pd.Timestamp(text)
+        except ValueError:
+            raise InputError(f"--as-of {text!r} is neither a run id, a lake version nor a "
+                             "timestamp") from None
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        before = ok[ok["ended_at"] <= ts]
+        if before.empty:
+            raise InputError(f"no run had ended ok at {ts.isoformat()}")
+        row = before.iloc[-1]
+    versions = json.loads(row["table_versions"])
+    return Snapshot(versions=versions, cutoff=row["ended_at"].to_pydatetime(),
+                    label=f"{row['run_id']} (ended {row['ended_at']})")
 
 
 def view_files() -> list[Path]:
@@ -170,10 +224,11 @@ def _pivot_columns(con: duckdb.DuckDBPyConnection, view: str, key: str, value: s
     return ",\n    ".join(cols) if cols else f"NULL AS no_{key}"
 
 
-def render(sql: str, lake: Lake, con: duckdb.DuckDBPyConnection, sandbox: bool = False) -> str:
-    """Return the view SQL with its placeholders filled for this lake."""
+def render(sql: str, lake: Lake, con: duckdb.DuckDBPyConnection, sandbox: bool = False,
+           snapshot: Snapshot | None = None) -> str:
+    """Return the view SQL with its placeholders filled for this lake (as of `snapshot`)."""
     sql = re.sub(r"\{\{source:(\w+)\}\}",
-                 lambda m: table_source(lake, m.group(1), sandbox, con), sql)
+                 lambda m: table_source(lake, m.group(1), sandbox, con, snapshot), sql)
     sql = re.sub(r"\{\{pivot_columns:(\w+):(\w+):(\w+)\}\}",
                  lambda m: _pivot_columns(con, *m.groups()), sql)
     sql = sql.replace("{{catalogue}}", "_drlake_catalogue")
@@ -206,16 +261,20 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
                         null_handling="special")
 
 
-def connect(lake: Lake | str, database: str = ":memory:",
-            sandbox: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(lake: Lake | str, database: str = ":memory:", sandbox: bool = False,
+            as_of: str | Snapshot | None = None) -> duckdb.DuckDBPyConnection:
     """Return a DuckDB connection with every view of sql/ defined over the lake.
 
     With `sandbox`, the connection can only read the lake: the lake's files are reached through
     the read-only ``drlakero://`` filesystem, every other file access is disabled
     (``enable_external_access = false``, ``allowed_directories`` = the read-only lake only) and
     the configuration is locked, so no statement can write a byte anywhere.
+
+    With `as_of` (a run id, a lake version or a timestamp; see `resolve_snapshot`), every view
+    reads the tables at the versions of that snapshot.
     """
     lake = lake if isinstance(lake, Lake) else Lake(lake)
+    snapshot = resolve_snapshot(lake, as_of) if isinstance(as_of, str) else as_of
     con = duckdb.connect(database)
     try:
         register_functions(con)
@@ -225,8 +284,9 @@ def connect(lake: Lake | str, database: str = ":memory:",
             con.register_filesystem(lake.fs)
         con.execute("CREATE OR REPLACE TEMP TABLE _drlake_catalogue AS SELECT * FROM "
                     f"read_csv({_quote(str(CATALOGUE))}, header = true)")
+        _register_ok_runs(lake, con, snapshot)
         for path in view_files():
-            con.execute(render(path.read_text(encoding="utf-8"), lake, con, sandbox))
+            con.execute(render(path.read_text(encoding="utf-8"), lake, con, sandbox, snapshot))
         if sandbox:
             con.execute(f"SET allowed_directories = [{_quote(SANDBOX_PROTOCOL + '://')}]")
             con.execute("SET enable_external_access = false")
@@ -237,6 +297,22 @@ def connect(lake: Lake | str, database: str = ":memory:",
         con.close()
         raise
     return con
+
+
+def _register_ok_runs(lake: Lake, con: duckdb.DuckDBPyConnection,
+                      snapshot: Snapshot | None) -> None:
+    """Create the temp table of the run ids whose rows are visible (ended ``ok``, by then)."""
+    import pyarrow as pa
+
+    ev = lake.run_events()
+    ok = ev[ev["status"] == "ok"]
+    if snapshot is not None:
+        ok = ok[ok["ended_at"] <= pd.Timestamp(snapshot.cutoff)]
+    ids = pa.table({"run_id": pa.array(sorted(set(ok["run_id"])), pa.string())})
+    con.register("_drlake_ok_runs_arrow", ids)
+    con.execute("CREATE OR REPLACE TEMP TABLE _drlake_ok_runs AS "
+                "SELECT * FROM _drlake_ok_runs_arrow")
+    con.unregister("_drlake_ok_runs_arrow")
 
 
 READ_ONLY_TYPES = ("SELECT",)
@@ -324,7 +400,7 @@ def _error_text(exc: BaseException) -> str:
     return text
 
 
-def run_query(lake: Lake | str, query: str):
+def run_query(lake: Lake | str, query: str, as_of: str | None = None):
     """Return the result of the last statement of a read-only query as a DataFrame, with the
     DuckDB column types as `df.attrs["types"]`.
 
@@ -335,7 +411,7 @@ def run_query(lake: Lake | str, query: str):
 
     lake = lake if isinstance(lake, Lake) else Lake(lake)
     statements = check_read_only(query)
-    con = connect(lake, sandbox=True)
+    con = connect(lake, sandbox=True, as_of=as_of)
     try:
         rel = None
         for sql in statements:

@@ -114,3 +114,64 @@ def make_cohort_files(root: Path, n: int = 2, modalities=("T1", "T2"), seed: int
     (root / "clinical.csv").write_text("\n".join(clin) + "\n")
     (root / "immune.csv").write_text("\n".join(imm) + "\n")
     return manifest
+
+
+def write_rows(lake, table, data, name=None, partition=None, metadata=None):
+    """Write test rows into a lake table and mark each run id they carry as an ``ok`` run, so
+    that readers (which show only rows of ok runs) see them. `name`, `partition` and `metadata`
+    are accepted for the old call shape and ignored (Delta tables have no file names)."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from pipelines.lake import RunLog
+
+    df = data if isinstance(data, pd.DataFrame) else data.to_pandas()
+    lake.append_rows(table, df)
+    if "run_id" in df.columns and table != "runs":
+        known = lake.ok_run_ids()
+        for rid in sorted(set(df["run_id"]) - known):
+            stage = "analyze" if table.startswith("results_") else "test"
+            RunLog(lake=lake, run_id=rid, stage=stage, parameters={}, input_fingerprints={},
+                   encoder_hash=None, started_at=dt.datetime.now(dt.UTC)).write("ok")
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    """A loopback S3 server (moto) in its own process, with bucket ``drlake``; yields the AWS
+    environment that points clients at it (also set in this process). A separate process,
+    because delta-rs holds the GIL while it waits for an in-process server's answer."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("moto")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                boto3.client("s3").create_bucket(Bucket="drlake")
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_rows
 from scipy import stats
 
 from pipelines.analyze import AnalyzeSettings, run_analyze
@@ -21,9 +22,9 @@ def lake_from_tables(root, n: int, seed: int, effect_scale: float) -> Lake:
     factors (a stand-in for the imaging path, which other tests cover)."""
     t = make_tables(n, seed=seed, effect_scale=effect_scale)
     lake = Lake(root)
-    lake.write_table_atomic("clinical", t["clinical"])
+    write_rows(lake, "clinical", t["clinical"])
     imm = t["immune"].melt(id_vars="patient_id", var_name="marker", value_name="value")
-    lake.write_table_atomic("immune_markers", imm)
+    write_rows(lake, "immune_markers", imm)
     lat = t["latent"].set_index("patient_id")
     rng = np.random.default_rng(seed + 1000)
     for mod, factor in (("T1CE", "tcell"), ("T2", "prolif")):
@@ -38,7 +39,7 @@ def lake_from_tables(root, n: int, seed: int, effect_scale: float) -> Lake:
             df.insert(2, "encoder", "enc")
             df.insert(3, "region", "roi")
             df["run_id"] = "r0"
-            lake.write_table_atomic("features", df, name=pid,
+            write_rows(lake, "features", df, name=pid,
                                     partition={"modality": mod, "encoder": "enc"})
     return lake
 

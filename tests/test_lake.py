@@ -1,4 +1,4 @@
-"""The lake layer: patient ids, atomic Parquet writes, upserts, volumes and the run log."""
+"""The lake layer: patient ids, Delta table commits, upserts, volumes and the run log."""
 
 from __future__ import annotations
 
@@ -34,30 +34,24 @@ def clinical_df(n=3):
     })
 
 
-def test_write_table_atomic_round_trip_and_no_temp_files(tmp_path):
+def test_append_round_trip_is_one_delta_commit(tmp_path):
     lake = Lake(tmp_path / "lake")
-    path = lake.write_table_atomic("clinical", clinical_df())
+    v = lake.append_rows("clinical", clinical_df())
+    assert v == 0 and lake.table("clinical").version() == 0
     back = lake.read_table("clinical")
     pd.testing.assert_frame_equal(back, clinical_df(), check_dtype=False)
-    folder = os.path.dirname(path)
-    assert sorted(os.listdir(folder)) == ["data.parquet"]
+    assert os.path.isdir(lake.path("tables", "clinical", "_delta_log"))
 
 
-def test_rewrite_replaces_instead_of_duplicating(tmp_path):
+def test_failed_write_leaves_the_table_as_it_was(tmp_path):
     lake = Lake(tmp_path / "lake")
-    lake.write_table_atomic("clinical", clinical_df())
-    lake.write_table_atomic("clinical", clinical_df())
-    assert len(lake.read_table("clinical")) == 3
-
-
-def test_failed_write_leaves_old_file(tmp_path):
-    lake = Lake(tmp_path / "lake")
-    lake.write_table_atomic("clinical", clinical_df())
+    lake.append_rows("clinical", clinical_df())
     bad = clinical_df()
     bad.loc[1, "event"] = 7
     with pytest.raises(SchemaError, match=r"clinical.*event.*P1.*7"):
-        lake.write_table_atomic("clinical", bad)
+        lake.upsert_table("clinical", bad)
     assert lake.read_table("clinical")["event"].tolist() == [1, 0, 1]
+    assert lake.table("clinical").version() == 0
 
 
 def test_upsert_adds_and_replaces_by_key(tmp_path):
@@ -65,18 +59,107 @@ def test_upsert_adds_and_replaces_by_key(tmp_path):
     lake.upsert_table("clinical", clinical_df(2))
     new = clinical_df(3).iloc[[1, 2]].copy()
     new.loc[new.index[0], "age"] = 99.0
-    merged = lake.upsert_table("clinical", new)
+    lake.upsert_table("clinical", new)
+    merged = lake.read_table("clinical").sort_values("patient_id")
     assert merged["patient_id"].tolist() == ["P0", "P1", "P2"]
     assert merged.set_index("patient_id").loc["P1", "age"] == 99.0
+    # the older version is still there to read
+    assert lake.read_table("clinical", version=0)["age"].tolist() == [50.0, 51.0]
 
 
-def test_upsert_of_same_rows_does_not_rewrite(tmp_path):
+def test_upsert_of_same_rows_makes_no_commit(tmp_path):
     lake = Lake(tmp_path / "lake")
-    lake.upsert_table("clinical", clinical_df())
-    f = lake.table_files("clinical")[0]
-    before = os.stat(f).st_mtime_ns
-    lake.upsert_table("clinical", clinical_df())
-    assert os.stat(f).st_mtime_ns == before
+    v = lake.upsert_table("clinical", clinical_df())
+    assert lake.upsert_table("clinical", clinical_df()) == v
+    assert lake.table("clinical").version() == v
+
+
+def test_rows_of_runs_that_did_not_end_ok_are_invisible(tmp_path):
+    from pipelines.lake import RunLog
+
+    lake = Lake(tmp_path / "lake")
+    rows = pd.DataFrame({"run_id": "analyze-x", "modality": "T1", "feature": "f",
+                         "marker": "m", "n": 3, "rho": 0.5, "p": 0.1, "p_holm": 0.2}, index=[0])
+    import datetime as dt
+
+    log = RunLog(lake=lake, run_id="analyze-x", stage="analyze", parameters={},
+                 input_fingerprints={}, encoder_hash=None, started_at=dt.datetime.now(dt.UTC))
+    log.write("running")
+    lake.append_rows("results_spearman", _fit(lake, "results_spearman", rows), run_id="analyze-x")
+    assert lake.read_table("results_spearman").empty
+    assert len(lake.read_table("results_spearman", committed=False)) == 1
+    log.write("ok")
+    assert len(lake.read_table("results_spearman")) == 1
+    runs = lake.runs()
+    assert runs["status"].tolist() == ["ok"]
+    assert "results_spearman" in __import__("json").loads(runs["table_versions"].iloc[0])
+
+
+def _fit(lake, table, rows):
+    """Return rows with every column of the table's schema (test values for the missing)."""
+    from pipelines.schemas import load_schema
+
+    out = {}
+    for c in load_schema(table).columns:
+        if c.name in rows.columns:
+            out[c.name] = rows[c.name]
+        else:
+            out[c.name] = {"string": "x", "int64": 1, "float64": 0.5, "bool": True}.get(c.type)
+    return pd.DataFrame(out)
+
+
+def test_a_dead_run_is_marked_and_its_staging_removed(tmp_path):
+    import datetime as dt
+    import subprocess
+    import sys
+
+    from pipelines.lake import RunLog
+
+    lake = Lake(tmp_path / "lake")
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    log = RunLog(lake=lake, run_id="ingest-dead", stage="ingest", parameters={},
+                 input_fingerprints={}, encoder_hash=None, started_at=dt.datetime.now(dt.UTC),
+                 pid=p.pid)
+    log.write("running")
+    tmp, _ = lake.stage_group("volumes", "P1", token="ingest-dead")
+    assert os.path.exists(tmp)
+    runs = lake.runs()
+    assert runs.set_index("run_id").loc["ingest-dead", "status"] == "dead"
+    assert not os.path.exists(tmp)
+    # a live run is left alone
+    RunLog(lake=lake, run_id="ingest-live", stage="ingest", parameters={},
+           input_fingerprints={}, encoder_hash=None,
+           started_at=dt.datetime.now(dt.UTC)).write("running")
+    assert lake.runs().set_index("run_id").loc["ingest-live", "status"] == "running"
+
+
+def test_a_v01_lake_names_drlake_migrate_and_migrate_converts_it(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.exceptions import LakeError
+    from pipelines.maintenance import migrate_lake
+
+    lake = Lake(tmp_path / "lake")
+    folder = tmp_path / "lake" / "tables" / "clinical"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(clinical_df(), preserve_index=False),
+                   folder / "data.parquet")
+    feats = tmp_path / "lake" / "tables" / "features" / "modality=T1" / "encoder=e"
+    feats.mkdir(parents=True)
+    pq.write_table(pa.table({"patient_id": ["P1"], "modality": ["T1"], "encoder": ["e"],
+                             "layer": [1], "map": [0], "feature": ["cm_contrast"],
+                             "value": [1.5], "run_id": ["r"]}), feats / "P1.parquet")
+    with pytest.raises(LakeError, match="drlake migrate"):
+        lake.read_table("clinical")
+    assert migrate_lake(lake) == {"clinical": 3, "features": 1}
+    pd.testing.assert_frame_equal(lake.read_table("clinical"), clinical_df(), check_dtype=False)
+    f = lake.read_table("features", committed=False)
+    assert f[["patient_id", "modality", "encoder", "region", "value"]].values.tolist() == [
+        ["P1", "T1", "e", "roi", 1.5]]
+    assert not (folder / "data.parquet").exists()
+    assert migrate_lake(lake) == {}
 
 
 def test_volume_round_trip_and_replace(tmp_path):

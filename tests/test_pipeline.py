@@ -88,25 +88,31 @@ def test_forced_rerun_is_bit_identical(lake):
     pd.testing.assert_frame_equal(features_frame(lake), first, check_exact=True)
 
 
-def test_failed_task_leaves_only_complete_fragments_and_rerun_completes(lake):
+def test_failed_task_commits_nothing_and_rerun_completes(lake):
     act = run_activations(lake, SMALL, SchedulerSpec("sync"), progress=False)
     enc = act["encoder"]
     broken = lake.path("activations", enc, "P002.zarr", "T2", "layer2")
     backup = broken + ".bak"
     shutil.move(broken, backup)
+    before = lake.table("features").version()
     with pytest.raises(Exception):  # noqa: B017 - whatever zarr raises for the missing array
         run_quantify(lake, enc, sched=SchedulerSpec("sync"), progress=False)
-    files = lake.table_files("features")
-    assert all("P002.parquet" not in f or "modality=T1" in f for f in files)
+    # the stage is one commit: the fragments its other tasks wrote are not visible
+    assert lake.table("features").version() == before
+    assert features_frame(lake).empty
     runs = lake.runs()
     assert runs["status"].iloc[-1] == "failed"
     shutil.move(backup, broken)
     q = run_quantify(lake, enc, sched=SchedulerSpec("sync"), progress=False)
-    assert q["written"] == 6 - len(files)
+    assert q["written"] == 6
     df = features_frame(lake)
     assert not df.duplicated(["patient_id", "modality", "layer", "map", "feature"]).any()
     assert set(zip(df.patient_id, df.modality, strict=True)) == {
         (p, m) for p in ("P001", "P002", "P003") for m in ("T1", "T2")}
+    # a second run writes nothing new and commits nothing
+    v = lake.table("features").version()
+    assert run_quantify(lake, enc, sched=SchedulerSpec("sync"), progress=False)["written"] == 0
+    assert lake.table("features").version() == v
 
 
 def test_identity_encoder_equals_the_core_on_the_lake_volume(tmp_path, shared_reference):

@@ -10,6 +10,7 @@ import struct
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_rows
 
 from pipelines.exceptions import InputError, LakeError
 from pipelines.lake import Lake
@@ -165,10 +166,10 @@ def make_report_lake(root, n: int = 40, seed: int = 0, significant: bool = True,
         "gender": rng.choice(["M", "F"], n), "grade": rng.choice(["LGG", "GBM"], n),
         "survival_days": rng.integers(30, 2000, n).astype(float),
         "event": rng.integers(0, 2, n)})
-    lake.write_table_atomic("clinical", clinical)
+    write_rows(lake, "clinical", clinical)
     imm = pd.DataFrame([(p, k, float(rng.uniform(0, 0.1)) * (rng.random() > 0.3))
                         for p in pids for k in MARKERS], columns=["patient_id", "marker", "value"])
-    lake.write_table_atomic("immune_markers", imm)
+    write_rows(lake, "immune_markers", imm)
     with lake.run("activations", {"encoder": {"blocks": [10, 10], "seed": 0}},
                   encoder_hash="a78e0e39" + "0" * 56):
         pass
@@ -180,16 +181,16 @@ def make_report_lake(root, n: int = 40, seed: int = 0, significant: bool = True,
         rid = run.run_id
         ntr = params["n_train_used"]
         for table, wilcoxon in (("results_spearman", False), ("results_wilcoxon", True)):
-            lake.write_table_atomic(table, _association(rng, rid, assoc_feats, ntr, wilcoxon,
+            write_rows(lake, table, _association(rng, rid, assoc_feats, ntr, wilcoxon,
                                                         assoc_markers), name=rid)
-        lake.write_table_atomic("results_survival", _survival(rng, rid, feats, significant),
+        write_rows(lake, "results_survival", _survival(rng, rid, feats, significant),
                                 name=rid)
         cls, scores, imp = _classifier_rows(rng, rid, clinical, len(feats) * len(MODALITIES),
                                             below_chance)
-        lake.write_table_atomic("results_classifier", cls, name=rid)
-        lake.write_table_atomic("results_scores", scores, name=rid)
-        lake.write_table_atomic("results_importance", imp, name=rid)
-        lake.write_table_atomic("results_marker_auc", _marker_auc(rng, rid, feats, n), name=rid)
+        write_rows(lake, "results_classifier", cls, name=rid)
+        write_rows(lake, "results_scores", scores, name=rid)
+        write_rows(lake, "results_importance", imp, name=rid)
+        write_rows(lake, "results_marker_auc", _marker_auc(rng, rid, feats, n), name=rid)
     return lake, rid
 
 
@@ -355,7 +356,7 @@ def test_failed_run_is_reported_with_what_it_wrote(tmp_path):
         failed = run.run_id
         sp = _association(np.random.default_rng(0), failed, paper45()[:3], 10, False,
                           MARKERS[:2])
-        lake.write_table_atomic("results_spearman", sp, name=failed)
+        write_rows(lake, "results_spearman", sp, name=failed)
         raise RuntimeError("boom")
     html = build_report(lake, run_id=failed, out_dir=tmp_path / "out").read_text(encoding="utf-8")
     assert "status is &#x27;failed&#x27; (RuntimeError: boom)" in html
@@ -406,7 +407,7 @@ def test_encoder_study_section_only_when_a_study_ran(tmp_path):
                      "null_max_rho": 0.4, "separation_auc": 0.7, "auc": 0.6,
                      "auc_low95": 0.4, "auc_high95": 0.8, "stability_partner": None,
                      "stability_median_rho": None, "stability_frac_stable": None})
-    lake.write_table_atomic("results_encoder_study", pd.DataFrame(rows), name="compare-x")
+    write_rows(lake, "results_encoder_study", pd.DataFrame(rows), name="compare-x")
     html = build_report(lake, run_id=rid, out_dir=tmp_path / "b").read_text(encoding="utf-8")
     assert "Which encoder finds the biology" in html
     assert "ssl-s0" in html and "in-sample" in html

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pandas as pd
+from conftest import write_rows
 
 from pipelines.lake import Lake
 from pipelines.resources import data_dir
@@ -37,7 +38,7 @@ def test_wheel_has_schemas_and_views_and_works_outside_the_source_tree(tmp_path)
     zipfile.ZipFile(wheel).extractall(site)
 
     lake = Lake(tmp_path / "lake")
-    lake.write_table_atomic("features", pd.DataFrame({
+    write_rows(lake, "features", pd.DataFrame({
         "patient_id": ["P1", "P1"], "modality": "T1", "encoder": "e", "region": "roi",
         "layer": [1, 0], "map": 0, "feature": ["cm_contrast", "morph_volume"],
         "value": [2.0, 10.0], "run_id": "r"}), name="P1", partition={"modality": "T1",

@@ -4,14 +4,13 @@ read-only enforcement, and a lake on an S3 server."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_cohort_files
+from conftest import make_cohort_files, write_rows
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
@@ -49,22 +48,22 @@ def stat_lake(tmp_path):
             df.insert(2, "encoder", "encA")
             df.insert(3, "region", "roi")
             df["run_id"] = "r1"
-            lk.write_table_atomic("features", df, name=pid,
+            write_rows(lk, "features", df, name=pid,
                                   partition={"modality": mod, "encoder": "encA"})
     imm = pd.DataFrame([(p, mk, float(np.clip(np.round(0.1 + 0.05 * latent[i] * (k == 0)
                                                         + 0.02 * rng.normal(), 2), 0, 1)))
                         for i, p in enumerate(pids) for k, mk in enumerate(MARKERS)],
                        columns=["patient_id", "marker", "value"])
-    lk.write_table_atomic("immune_markers", imm)
+    write_rows(lk, "immune_markers", imm)
     clin = pd.DataFrame({
         "patient_id": pids, "age": rng.uniform(20, 80, n).round(1),
         "gender": rng.choice(["M", "F"], n), "grade": rng.choice(["LGG", "GBM"], n),
         "survival_days": rng.integers(30, 2000, n).astype(float),
         "event": rng.integers(0, 2, n)})
-    lk.write_table_atomic("clinical", clin)
+    write_rows(lk, "clinical", clin)
     expr = pd.DataFrame({"sample_id": pids, "patient_id": pids, "sample_type": "tumour",
                          "gene": "CD3D", "tpm": np.exp(latent + rng.normal(size=n)).round(2)})
-    lk.write_table_atomic("genomic_expression", expr)
+    write_rows(lk, "genomic_expression", expr)
     return lk
 
 
@@ -191,26 +190,6 @@ def test_sql_cli_formats_and_errors(stat_lake, tmp_path):
     assert r.returncode == 2 and "read-only" in r.stderr
 
 
-@pytest.fixture
-def s3_server(monkeypatch):
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    boto3.client("s3").create_bucket(Bucket="drlake")
-    yield env
-    server.stop()
-
-
 def test_pipeline_and_sql_on_an_s3_lake(tmp_path, s3_server):
     from pipelines.encoder import EncoderSpec
     from pipelines.ingest import ingest
@@ -247,16 +226,26 @@ def test_pipeline_and_sql_on_an_s3_lake(tmp_path, s3_server):
 
 
 def test_a_schema_column_no_file_has_yet_reads_as_null(tmp_path):
-    """A lake written before a column was added (here features without region) still opens."""
+    """A table written before a column was added (here features without region and
+    fragment_hash) still opens: the missing columns read as null."""
+    import datetime as dt
+
     import pyarrow as pa
-    import pyarrow.parquet as pq
+    from deltalake import write_deltalake
+
+    from pipelines.lake import RunLog
 
     lk = Lake(tmp_path / "lake")
-    folder = tmp_path / "lake" / "tables" / "features" / "modality=T1" / "encoder=e"
-    folder.mkdir(parents=True)
-    pq.write_table(pa.table({"patient_id": ["P1"], "modality": ["T1"], "encoder": ["e"],
-                             "layer": [1], "map": [0], "feature": ["cm_contrast"],
-                             "value": [1.5], "run_id": ["r"]}), folder / "P1.parquet")
+    lk.ensure()
+    write_deltalake(lk.table("features").uri,
+                    pa.table({"patient_id": ["P1"], "modality": ["T1"], "encoder": ["e"],
+                              "layer": [1], "map": [0], "feature": ["cm_contrast"],
+                              "value": [1.5], "run_id": ["r"]}),
+                    partition_by=["modality", "encoder"])
+    RunLog(lake=lk, run_id="r", stage="quantify", parameters={}, input_fingerprints={},
+           encoder_hash=None, started_at=dt.datetime.now(dt.UTC)).write("ok")
+    assert lk.read_table("features")[["patient_id", "region", "value"]].values.tolist() == [
+        ["P1", None, 1.5]]
     for sandbox in (False, True):
         con = connect(lk, sandbox=sandbox)
         try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import write_rows
 
 from pipelines.exceptions import InputError
 from pipelines.lake import Lake
@@ -42,9 +43,9 @@ def small_lake(tmp_path_factory):
         df = pd.DataFrame({"patient_id": pid, "modality": "T1", "encoder": "encA", "region": "roi",
                            "layer": [1, 1], "map": [0, 1], "feature": "cm_contrast",
                            "value": [1.0, 2.0], "run_id": "r1"})
-        lk.write_table_atomic("features", df, name=pid,
+        write_rows(lk, "features", df, name=pid,
                               partition={"modality": "T1", "encoder": "encA"})
-    lk.write_table_atomic("clinical", pd.DataFrame({
+    write_rows(lk, "clinical", pd.DataFrame({
         "patient_id": ["P001", "P002", "P003"], "age": [50.0, 60.0, 70.0],
         "gender": ["M", "F", "M"], "grade": ["GBM", "LGG", "GBM"],
         "survival_days": [100.0, 200.0, 300.0], "event": [1, 0, 1]}))

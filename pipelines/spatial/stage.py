@@ -290,7 +290,7 @@ def spatial_patches(lake: Lake, settings: PatchSettings | None = None, name: str
             "gene": settings.gene, "tpm": b["tpm"], "median_tpm": median, "label": labels,
             "patch_index": np.arange(len(b)), "zarr_path": rel, "voxel_z": vox[:, 0],
             "voxel_y": vox[:, 1], "voxel_x": vox[:, 2], "run_id": run.run_id})
-        lake.write_table_atomic("spatial_patches", table, name=name)
+        lake.replace_rows("spatial_patches", table, "patch_set", name, run_id=run.run_id)
         run.message = (f"{len(b)} patches of {b['patient_id'].nunique()} patient(s), "
                        f"{len(channels)} channels; {len(lacking)} biopsies lack {settings.gene}")
     return {"patch_set": name, "zarr_path": rel, "n": len(b),
@@ -450,7 +450,7 @@ def spatial_evaluate(lake: Lake, patch_set: str | None = None,
                         "best_epoch": float(np.mean(epochs)) if epochs else None,
                         "seconds": secs})
         df = pd.DataFrame(rows)
-        lake.write_table_atomic("results_spatial", df, name=run.run_id)
+        lake.append_rows("results_spatial", df, run_id=run.run_id)
         best = df[(df["split"] == "grouped") & (df["model"] == "cnn")]
         run.message = "; ".join(f"grouped {r.evaluation} CNN AUC {r.auc:.3f} "
                                 f"[{r.auc_low95:.3f}, {r.auc_high95:.3f}]"
@@ -607,7 +607,7 @@ def spatial_map(lake: Lake, model: str, patients: Sequence[str] | str | None = N
             run.run_id, threads, force, dask_key_name=f"spatial-map-{pid}") for pid in pids]
         rows = run_tasks(tasks, sched, desc="spatial map", progress=progress)
         df = pd.DataFrame(rows)
-        lake.write_table_atomic("results_spatial_maps", df, name=run.run_id)
+        lake.append_rows("results_spatial_maps", df, run_id=run.run_id)
         rhos = df["rho_vs_truth"].dropna()
         run.message = (f"{len(df)} map(s), {int(df['n_voxels'].sum())} voxels"
                        + (f", median rho vs truth {rhos.median():.3f}" if len(rhos) else ""))
