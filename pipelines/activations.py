@@ -67,28 +67,27 @@ def activation_fingerprint(volume_fingerprint: str, encoder: Encoder, modalities
 
 def patient_activations(
     lake: Lake, patient_id: str, encoder: Encoder, modalities: list[str] | None = None,
-    threads: int | None = None, force: bool = False,
+    threads: int | None = None, force: bool = False, token: str | None = None,
 ) -> dict:
     """Compute and write one patient's activations; return a small summary dict.
 
     Skips the work when the lake already holds activations with the same fingerprint (same
-    volume, encoder and sequences) unless `force`.
+    volume, encoder and sequences) unless `force`. `token` (the run id) names the staged group,
+    so that a killed run's staging is removed by the next run.
     """
     attrs = lake.volume_attrs(patient_id)
     mods = modalities or list(attrs["modalities"])
     regions = volume_regions(attrs)
     fp = activation_fingerprint(attrs["fingerprint"], encoder, mods, regions)
-    folder = f"activations/{encoder.name}"
-    rel = f"{folder}/{patient_id}.zarr"
-    if not force and lake.exists(rel):
-        old = dict(lake.open_group(rel).attrs)
-        if old.get("fingerprint") == fp:
+    loc = lake.activations(encoder.name, patient_id)
+    if not force and loc.exists():
+        if loc.attrs().get("fingerprint") == fp:
             return {"patient_id": patient_id, "skipped": True}
-    vol = lake.open_group(f"volumes/{patient_id}.zarr")
+    vol = lake.volume(patient_id).open()
     spacing = float(attrs["spacing_zyx"][0])
     strides = encoder.strides()
     margin = encoder.margin(spacing)
-    tmp, group = lake.stage_group(folder, patient_id)
+    tmp, group = loc.stage(token)
     voxels = 0
     try:
         per_mod = {}
@@ -131,8 +130,8 @@ def patient_activations(
             "fingerprint": fp,
             "volume_fingerprint": attrs["fingerprint"],
         })
-        lake.commit_group(tmp, folder, patient_id)
+        loc.commit(tmp)
     except BaseException:
-        lake.discard_staged(tmp)
+        loc.discard(tmp)
         raise
     return {"patient_id": patient_id, "skipped": False, "roi_voxels": voxels}

@@ -622,8 +622,9 @@ def analyze(
 @app.command()
 def report(
     lake: LakeOpt = "lake",
-    run: Annotated[str | None, typer.Option("--run", help="analyze run id (default: latest)")]
-    = None,
+    run: Annotated[str | None, typer.Option(
+        "--run", help="analyze run id, rebuilt from that run's own snapshot of the lake "
+        "(default: the latest analyze run, from the lake as it is)")] = None,
     out: Annotated[Path | None, typer.Option(help="folder for index.html")] = None,
 ):
     """Write the HTML report of an analyze run (self-contained; opens without a server)."""

@@ -206,7 +206,8 @@ def run_demo(
     echo(f"      report: {page}")
     out.update(analyze_run=an["run_id"], report=str(page))
     echo(f"done in {time.perf_counter() - t0:.1f} s; lake at {lake.url}")
-    echo(f"  volumes: {lake.path('volumes')}")
-    echo(f"  tables:  {lake.path('tables')}  (runs: `drlake runs --lake {lake_url}`)")
+    layout = lake.describe_layout()
+    echo(f"  volumes: {layout['volumes']}")
+    echo(f"  tables:  {layout['tables']}  (runs: `drlake runs --lake {lake_url}`)")
     echo(f"  query:   drlake sql --lake {lake_url} \"SELECT * FROM drf LIMIT 5\"")
     return out

@@ -65,7 +65,6 @@ from pipelines.lake import Lake, canonical_json, decode_array, sha256_text
 
 log = logging.getLogger("drlake.encoder_training")
 
-MODEL_FOLDER = "models/encoders"
 MODEL_FORMAT = "drlake-trained-encoder/1"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: 3D convolutions train about 3x faster on a CPU in channels-last layout (same results for a seed)
@@ -317,7 +316,7 @@ def patient_crops(lake: Lake, patient_id: str, settings: TrainSettings) -> np.nd
     Centres are random voxels of the mask (any label); only the crops are read from the image.
     Axes shorter than the crop are padded with the crop's edge values.
     """
-    group = lake.open_group(f"volumes/{patient_id}.zarr")
+    group = lake.volume(patient_id).open()
     rng = _patient_rng(settings.seed, patient_id)
     c = settings.crop
     out = []
@@ -396,38 +395,33 @@ def seen_patients(record: dict) -> set[str]:
     return set(split.get("train", [])) | set(split.get("validation", []))
 
 
-def _model_path(lake: Lake, name: str, file: str = "model.json") -> str:
-    return lake.path(MODEL_FOLDER, check_model_name(name), file)
+def _model_file(lake: Lake, name: str, file: str = "model.json"):
+    return lake.model(check_model_name(name)).file(file)
 
 
 def model_names(lake: Lake) -> list[str]:
     """Return the names of the trained encoders stored in the lake, sorted."""
-    base = lake.path(MODEL_FOLDER)
-    if not lake.fs.exists(base):
-        return []
-    return sorted(p.rstrip("/").split("/")[-2] for p in lake.fs.glob(f"{base}/*/model.json"))
+    return lake.model_names()
 
 
 def load_model_record(lake: Lake, name: str) -> dict:
     """Return a trained encoder's record (model.json) from the lake."""
-    path = _model_path(lake, name)
-    if not lake.fs.exists(path):
+    loc = _model_file(lake, name)
+    if not loc.exists():
         have = model_names(lake)
         raise LakeError(f"{lake.url}: no trained encoder {name!r} (run `drlake encoder train "
                         f"--name {name}`); the lake has {', '.join(have) or 'none'}")
-    with lake.fs.open(path, "rb") as f:
-        return json.loads(f.read())
+    return json.loads(loc.read_bytes())
 
 
 def load_model_weights(lake: Lake, name: str, record: dict | None = None) -> bytes:
     """Return the torch.save bytes of a trained encoder's weights, checked against its record."""
     record = record or load_model_record(lake, name)
-    path = _model_path(lake, name, record["weights_file"])
-    if not lake.fs.exists(path):
+    loc = _model_file(lake, name, record["weights_file"])
+    if not loc.exists():
         raise LakeError(f"{lake.url}: model {name}: weights file {record['weights_file']} is "
                         "missing; retrain with `drlake encoder train --force`")
-    with lake.fs.open(path, "rb") as f:
-        payload = f.read()
+    payload = loc.read_bytes()
     if hashlib.sha256(payload).hexdigest() != record["weights_file_sha256"]:
         raise LakeError(f"{lake.url}: model {name}: weights file does not match its record; "
                         "retrain with `drlake encoder train --force`")
@@ -463,14 +457,13 @@ def write_model(lake: Lake, name: str, payload: bytes, record: dict) -> str:
     file_hash = hashlib.sha256(payload).hexdigest()
     weights_file = f"weights-{file_hash[:16]}.pt"
     record = {**record, "weights_file": weights_file, "weights_file_sha256": file_hash}
-    lake.put_bytes_atomic(_model_path(lake, name, weights_file), payload)
-    lake.put_bytes_atomic(_model_path(lake, name),
-                          (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
-    folder = lake.path(MODEL_FOLDER, name)
-    for old in lake.fs.glob(f"{folder}/weights-*.pt"):
-        if not old.endswith(weights_file):
-            lake.fs.rm(old)
-    return f"{MODEL_FOLDER}/{name}/model.json"
+    _model_file(lake, name, weights_file).write_atomic(payload)
+    rel = _model_file(lake, name).write_atomic(
+        (json.dumps(record, indent=1, sort_keys=True) + "\n").encode())
+    for old in lake.model(name).files("weights-*.pt"):
+        if not old.rel.endswith(weights_file):
+            old.remove()
+    return rel
 
 
 # --------------------------------------------------------------------------- the stage
@@ -501,7 +494,7 @@ def train_encoder(lake: Lake, name: str, settings: TrainSettings | None = None,
     arch = settings.spec().architecture()
     key = sha256_text(canonical_json({"settings": settings.as_dict(), "split": split,
                                       "data": data_fp, "architecture": arch}))
-    if not force and lake.exists(MODEL_FOLDER, name, "model.json"):
+    if not force and _model_file(lake, name).exists():
         old = load_model_record(lake, name)
         if old.get("key") == key:
             return {**old["summary"], "skipped": True}
@@ -521,7 +514,7 @@ def train_encoder(lake: Lake, name: str, settings: TrainSettings | None = None,
             weights="trained", seed=settings.seed, name=name,
             extra={"model": name, "state": payload, "weights_sha256": w_hash}))
         run.encoder_hash = encoder.identity_hash
-        summary = {"model": name, "path": f"{MODEL_FOLDER}/{name}/model.json",
+        summary = {"model": name, "path": _model_file(lake, name).rel,
                    "weights_sha256": w_hash, "identity_sha256": encoder.identity_hash,
                    "n_train": len(split["train"]), "n_validation": len(split["validation"]),
                    "n_held_out": len(split["held_out"]), "crops_train": len(train_crops),

@@ -42,6 +42,7 @@ from pipelines.lake import (
     canonical_json,
     file_sha256,
     new_run_id,
+    process_token,
     sha256_text,
     validate_patient_id,
 )
@@ -526,7 +527,7 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
         "patient_id": p.patient_id,
         "cohort": settings.cohort,
         "modalities": ",".join(p.files),
-        "volume_path": f"volumes/{p.patient_id}.zarr",
+        "volume_path": None,  # set where the volume is staged (the lake knows its layout)
         "size_z": meta["shape_zyx"][0],
         "size_y": meta["shape_zyx"][1],
         "size_x": meta["shape_zyx"][2],
@@ -594,7 +595,7 @@ def _ome_metadata(modalities: list[str], meta: dict) -> dict:
 
 
 # ---- the stage --------------------------------------------------------------------------------
-def stage_patient(lake_url: str, storage_options: dict | None, p: PatientInputs,
+def stage_patient(lake: Lake, p: PatientInputs,
                   settings: IngestSettings, fingerprint: str, run_id: str,
                   limits: IngestLimits | None, token: str, threads: int = 1) -> dict:
     """Prepare one patient and stage its volume in the lake (one Dask task of ingest).
@@ -603,9 +604,9 @@ def stage_patient(lake_url: str, storage_options: dict | None, p: PatientInputs,
     for a user error (DrlakeError), so that the other tasks run to the end; bugs raise.
     """
     limit_task_threads(threads)
-    lake = Lake(lake_url, storage_options)
     try:
         images, masks, attrs, row = prepare_patient(p, settings, fingerprint, run_id, limits)
+        row["volume_path"] = lake.volume(p.patient_id).rel
         tmp = lake.stage_volume(p.patient_id, images, masks, attrs, token=token)
     except DrlakeError as e:
         return {"patient_id": p.patient_id, "error": e}
@@ -664,9 +665,7 @@ def ingest(
     todo, skipped, fps = [], [], {}
     for p in patients:
         fps[p.patient_id] = p.fingerprint(settings, cache)
-        if old_fp.get(p.patient_id) == fps[p.patient_id] and lake.exists(
-            "volumes", f"{p.patient_id}.zarr"
-        ):
+        if old_fp.get(p.patient_id) == fps[p.patient_id] and lake.volume(p.patient_id).exists():
             skipped.append(p.patient_id)
         else:
             todo.append(p)
@@ -685,10 +684,44 @@ def ingest(
         log.debug("%s", summary)
         return summary
 
-    # 3. a 'running' row first, so that a killed ingest is later marked dead and what it staged
-    # removed (`Lake.mark_dead_runs`); a failed first ingest removes the lake it created.
-    first = not lake.exists()
-    fingerprints = {p.patient_id: fps[p.patient_id] for p in todo}
+    def undo(staged_tmp: list[str]) -> None:
+        for tmp in staged_tmp:
+            lake.discard_staged(tmp)
+        lake.remove_empty_folders(created)
+
+    # 3. stage volumes under temporary names (invisible), one Dask task per patient; any error
+    # removes them all and the folders staging created (the lake's own folder too on a first
+    # ingest), so a refused ingest leaves the lake as it was: no run-log row either. A user
+    # error in one task does not stop the others, so that every staged volume is known and
+    # removed before the first error (in manifest order) is raised. The staging names carry
+    # this process's token, so a killed ingest's staging is removed by the next run
+    # (`Lake.discard_orphan_staging`).
+    created = lake.absent_folders("volumes")
+    token = process_token(run_id)
+    threads = sched.threads_per_task()
+    tasks = [
+        dask.delayed(stage_patient, pure=False)(
+            lake, p, settings, fps[p.patient_id], run_id, limits,
+            token, threads, dask_key_name=f"ingest-{p.patient_id}",
+        )
+        for p in todo
+    ]
+    try:
+        results = run_tasks(tasks, sched, desc="ingest", progress=progress)
+    except BaseException:
+        undo([lake.volume(p.patient_id).staged(token) for p in todo])
+        raise
+    failed = [r for r in results if "error" in r]
+    if failed:
+        undo([r["tmp"] for r in results if "tmp" in r])
+        raise failed[0]["error"]
+    staged = [(r["patient_id"], r["tmp"]) for r in results]
+    rows = [r["row"] for r in results]
+
+    # 4. commit: a 'running' row (a killed commit is later marked dead), volumes, the cohort
+    # tables, then `patients`, which makes the new volumes visible; the 'ok' row last, which
+    # makes this run's patient rows visible (`Lake.read_table`).
+    fingerprints = {pid: fps[pid] for pid in (r["patient_id"] for r in rows)}
     for name, path in (("clinical", clinical), ("immune", immune),
                        ("expression", expression), ("biopsies", biopsies)):
         if path:
@@ -701,42 +734,6 @@ def ingest(
     lake.ensure()
     lake.mark_dead_runs()
     runlog.write("running")
-
-    def undo(exc: BaseException, staged_tmp: list[str]) -> None:
-        for tmp in staged_tmp:
-            lake.discard_staged(tmp)
-        if first:
-            lake.remove_lake()
-        else:
-            runlog.write("failed", message=f"{type(exc).__name__}: {exc}"[:2000])
-
-    # 4. stage volumes under temporary names (invisible), one Dask task per patient; any error
-    # removes them all. A user error in one task does not stop the others, so that every staged
-    # volume is known and removed before the first error (in manifest order) is raised.
-    token = run_id.replace(":", "")
-    threads = sched.threads_per_task()
-    tasks = [
-        dask.delayed(stage_patient, pure=False)(
-            lake.url, lake.storage_options, p, settings, fps[p.patient_id], run_id, limits,
-            token, threads, dask_key_name=f"ingest-{p.patient_id}",
-        )
-        for p in todo
-    ]
-    try:
-        results = run_tasks(tasks, sched, desc="ingest", progress=progress)
-    except BaseException as exc:
-        undo(exc, [lake.staged_path("volumes", p.patient_id, token) for p in todo])
-        raise
-    failed = [r for r in results if "error" in r]
-    if failed:
-        undo(failed[0]["error"], [r["tmp"] for r in results if "tmp" in r])
-        raise failed[0]["error"]
-    staged = [(r["patient_id"], r["tmp"]) for r in results]
-    rows = [r["row"] for r in results]
-
-    # 5. commit: volumes, the cohort tables, then `patients`, which makes the new volumes
-    # visible; the 'ok' row last, which makes this run's patient rows visible
-    # (`Lake.read_table`).
     counts: dict[str, int] = {}
     changed_tables = []
     try:

@@ -46,6 +46,18 @@ from pipelines.exceptions import InputError, LakeError
 from pipelines.schemas import load_schema
 from pipelines.tables import DeltaTableStore, delta_storage_options
 
+# The layout (folders relative to the lake root); nothing outside this module names them.
+VOLUMES = "volumes"
+ACTIVATIONS = "activations"
+TABLES = "tables"
+REPORTS = "reports"
+PATCH_SETS = "spatial/patches"
+SPATIAL_MODELS = "spatial/models"
+SPATIAL_MAPS = "spatial_maps"
+ENCODER_MODELS = "models/encoders"
+# where stages stage Zarr groups (``.tmp-<name>-<run token>.zarr``) before committing them
+STAGING_FOLDERS = (VOLUMES, f"{ACTIVATIONS}/*", PATCH_SETS, f"{SPATIAL_MAPS}/*")
+
 _DELTA_FILE_RE = re.compile(r"-[0-9a-f]{12}\.parquet$")
 PATIENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHUNK = 64
@@ -121,9 +133,76 @@ class Lake:
         )
         self.root = path.rstrip("/") if not self.is_local else str(Path(path).resolve())
         self.url = self.root if self.is_local else f"{_protocol(self.fs)}://{self.root}"
+        self.storage: Storage = (LocalStorage(self.fs) if self.is_local
+                                 else ObjectStorage(self.fs, self.storage_options))
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
+
+    def __reduce__(self):
+        # Dask tasks take a Lake: it travels as its URL and storage options and reconnects.
+        return (Lake, (self.url, self.storage_options))
+
+    # ---- typed locations: the only way stages reach the lake's files --------------------------
+    def volume(self, patient_id: str) -> GroupLocation:
+        """Return the location of a patient's volume group (images, masks, spatial attrs)."""
+        return GroupLocation(self, VOLUMES, validate_patient_id(patient_id))
+
+    def activations(self, encoder: str, patient_id: str) -> GroupLocation:
+        """Return the location of a patient's activation maps of `encoder`."""
+        _check_path_component(encoder)
+        return GroupLocation(self, f"{ACTIVATIONS}/{encoder}", validate_patient_id(patient_id))
+
+    def patch_set(self, name: str) -> GroupLocation:
+        """Return the location of a spatial patch set (paper 004 training patches)."""
+        _check_path_component(name)
+        return GroupLocation(self, PATCH_SETS, name)
+
+    def spatial_map(self, model: str, patient_id: str) -> GroupLocation:
+        """Return the location of a patient's spatial probability map of `model`."""
+        _check_path_component(model)
+        return GroupLocation(self, f"{SPATIAL_MAPS}/{model}", validate_patient_id(patient_id))
+
+    def spatial_map_png(self, model: str, patient_id: str) -> BlobLocation:
+        """Return the location of the PNG overview of a patient's spatial map."""
+        _check_path_component(model)
+        return BlobLocation(self, f"{SPATIAL_MAPS}/{model}/{validate_patient_id(patient_id)}.png")
+
+    def spatial_model(self, name: str) -> BlobLocation:
+        """Return the location of a fitted spatial (biopsy) classifier."""
+        _check_path_component(name)
+        return BlobLocation(self, f"{SPATIAL_MODELS}/{name}.pt")
+
+    def model(self, name: str) -> ModelLocation:
+        """Return the folder of a trained encoder (model.json and its weights files)."""
+        _check_path_component(name)
+        return ModelLocation(self, f"{ENCODER_MODELS}/{name}")
+
+    def model_names(self) -> list[str]:
+        """Return the names of the trained encoders in the lake (those with a model.json)."""
+        base = self.path(ENCODER_MODELS)
+        if not self.fs.exists(base):
+            return []
+        return sorted(p.rstrip("/").split("/")[-2] for p in self.fs.glob(f"{base}/*/model.json"))
+
+    def blob(self, rel: str) -> BlobLocation:
+        """Return the location of a file a table row names by its path relative to the root."""
+        parts = str(rel).strip("/").split("/")
+        for part in parts:
+            _check_path_component(part)
+        return BlobLocation(self, "/".join(parts))
+
+    def report_dir(self, run_id: str) -> Path:
+        """Return the local folder of an analyze run's report (local lakes only)."""
+        _check_path_component(run_id)
+        if not self.is_local:
+            raise InputError(f"the lake {self.url} is not a local folder: pass out_dir, a local "
+                             "folder for the report")
+        return Path(self.path(REPORTS, run_id))
+
+    def describe_layout(self) -> dict[str, str]:
+        """Return where the lake keeps volumes and tables (for messages to the user)."""
+        return {"volumes": self.url_of(VOLUMES), "tables": self.url_of(TABLES)}
 
     # ---- paths -------------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -140,28 +219,40 @@ class Lake:
 
     def ensure(self) -> None:
         """Create the lake's top-level folders if they do not exist."""
-        for sub in ("volumes", "tables", "activations", "reports"):
-            if self.is_local:
-                os.makedirs(self.path(sub), exist_ok=True)
-            else:
-                with contextlib.suppress(Exception):
-                    self.fs.makedirs(self.path(sub), exist_ok=True)
+        for sub in (VOLUMES, TABLES, ACTIVATIONS, REPORTS):
+            self.storage.makedirs(self.path(sub))
 
-    def remove_lake(self) -> None:
-        """Remove the whole lake (what a failed first ingest created)."""
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self.root, recursive=True)
+    def absent_folders(self, *parts: str) -> list[str]:
+        """Return the lake folders among `parts` (and the root and its missing parents) that do
+        not exist yet, deepest first: what a stage that fails should remove again.
+
+        Local lakes only; an object store has no folders to leave behind ([]).
+        """
+        if not self.is_local:
+            return []
+        out = [self.path(p) for p in parts if not os.path.exists(self.path(p))]
+        folder = Path(self.root)
+        while not folder.exists() and folder != folder.parent:
+            out.append(str(folder))
+            folder = folder.parent
+        return out
+
+    def remove_empty_folders(self, folders: list[str]) -> None:
+        """Remove each of `folders` (deepest first) that exists and is empty; keep the others."""
+        for f in folders:
+            with contextlib.suppress(OSError):
+                os.rmdir(f)
 
     # ---- Delta tables ------------------------------------------------------------------------
     def table_dir(self, table: str) -> str:
-        return self.path("tables", table)
+        return self.path(TABLES, table)
 
     def table(self, name: str) -> DeltaTableStore:
         """Return the Delta table `name` of this lake (schema in `schemas/<name>.json`)."""
         _check_path_component(name)
         load_schema(name)
         path = self.table_dir(name)
-        store = DeltaTableStore(name, self.url_of("tables", name), self.fs, path,
+        store = DeltaTableStore(name, self.url_of(TABLES, name), self.fs, path,
                                 delta_storage_options(self.url, self.storage_options))
         if not store.exists() and self._has_parquet_files(path):
             raise LakeError(
@@ -182,7 +273,7 @@ class Lake:
 
     def table_names(self) -> list[str]:
         """Return the names of the tables that exist in the lake (with a Delta log)."""
-        base = self.path("tables")
+        base = self.path(TABLES)
         if not self.fs.exists(base):
             return []
         out = []
@@ -234,35 +325,14 @@ class Lake:
 
     def put_bytes_atomic(self, target: str, payload: bytes) -> None:
         """Write bytes to `target` so that readers see either the old or the whole new file."""
-        if self.is_local:
-            folder = os.path.dirname(target)
-            os.makedirs(folder, exist_ok=True)
-            tmp = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(payload)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-        else:
-            # One PUT of the whole object: object stores make it visible all at once.
-            self.fs.pipe_file(target, payload)
+        self.storage.put_bytes_atomic(target, payload)
 
     # ---- volumes (Zarr) ----------------------------------------------------------------------
     def volume_path(self, patient_id: str) -> str:
-        return self.path("volumes", f"{validate_patient_id(patient_id)}.zarr")
+        return self.volume(patient_id).path
 
     def _store(self, path: str, read_only: bool = False):
-        if self.is_local:
-            return zarr.storage.LocalStore(path, read_only=read_only)
-        return zarr.storage.FsspecStore.from_url(
-            f"{_protocol(self.fs)}://{path}",
-            storage_options=self.storage_options,
-            read_only=read_only,
-        )
+        return self.storage.zarr_store(path, read_only)
 
     def staged_path(self, folder: str, name: str, token: str) -> str:
         """Return the temporary (invisible) path a group `name` is staged at under `token`."""
@@ -316,7 +386,7 @@ class Lake:
         place or `discard_staged` to drop it.
         """
         pid = validate_patient_id(patient_id)
-        tmp, group = self.stage_group("volumes", pid, token)
+        tmp, group = self.volume(pid).stage(token)
         try:
             group.attrs.update(dict(attrs))
             imgs = group.require_group("images")
@@ -334,32 +404,14 @@ class Lake:
 
     def commit_volume(self, tmp: str, patient_id: str) -> str:
         """Move a staged group to volumes/<patient>.zarr (replacing an older one); return it."""
-        return self.commit_group(tmp, "volumes", validate_patient_id(patient_id))
+        return self.volume(patient_id).commit(tmp)
 
     def write_volume(self, patient_id: str, images, masks, attrs) -> str:
         """Stage and commit a patient's volume group; return its path relative to the root."""
         return self.commit_volume(self.stage_volume(patient_id, images, masks, attrs), patient_id)
 
     def _replace_dir(self, tmp: str, final: str) -> None:
-        if self.is_local:
-            old = None
-            if os.path.exists(final):
-                old = f"{os.path.dirname(final)}/.old-{uuid.uuid4().hex[:8]}-{Path(final).name}"
-                os.replace(final, old)
-            os.replace(tmp, final)
-            if old:
-                import shutil
-
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            # Object stores have no directory rename: server-side copy of every object, then
-            # delete the staged ones. Readers find volumes through the patients table, which is
-            # written only after this, so they never see a half-copied group.
-            if self.fs.exists(final):
-                self.fs.rm(final, recursive=True)
-            for src in self.fs.find(tmp):
-                self.fs.copy(src, final + src[len(tmp):])
-            self.fs.rm(tmp, recursive=True)
+        self.storage.replace_dir(tmp, final)
 
     def read_volume(self, patient_id: str, modalities: list[str] | None = None) -> VolumeRecord:
         """Return a patient's images, masks and attributes from the lake."""
@@ -367,7 +419,7 @@ class Lake:
         path = self.volume_path(pid)
         if not self.fs.exists(path):
             raise LakeError(f"{self.url}: no volume for patient {pid} (run `drlake ingest`)")
-        group = self.open_group(f"volumes/{pid}.zarr")
+        group = self.volume(pid).open()
         mods = modalities or list(group.attrs["modalities"])
         images = {m: decode_array(group["images"][m]) for m in mods}
         masks = {m: group["masks"][m][...] for m in mods}
@@ -375,7 +427,7 @@ class Lake:
 
     def volume_attrs(self, patient_id: str) -> dict:
         """Return the attributes of a patient's volume group."""
-        return dict(self.open_group(f"volumes/{validate_patient_id(patient_id)}.zarr").attrs)
+        return self.volume(patient_id).attrs()
 
     # ---- run log -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -431,6 +483,7 @@ class Lake:
         id is no longer alive. Returns the ids marked.
         """
         runs = latest_run_rows(self.run_events())
+        self.discard_orphan_staging()
         if runs.empty:
             return []
         host = socket.gethostname()
@@ -455,10 +508,231 @@ class Lake:
     def discard_run_staging(self, run_id: str) -> None:
         """Remove the Zarr groups a run staged (``.tmp-*-<token>.zarr``) and never committed."""
         token = run_id.replace(":", "")
-        for pattern in (self.path("volumes", f".tmp-*-{token}.zarr"),
-                        self.path("activations", "*", f".tmp-*-{token}.zarr")):
-            for p in self.fs.glob(pattern):
+        for folder in STAGING_FOLDERS:
+            for p in self.fs.glob(self.path(folder, f".tmp-*-{token}*.zarr")):
                 self.discard_staged(p)
+
+    def discard_orphan_staging(self) -> list[str]:
+        """Remove groups staged under a `process_token` whose process (on this host) is gone:
+        what a stage killed before it wrote any run-log row left behind. Returns their paths."""
+        host = _host_tag()
+        out = []
+        for folder in STAGING_FOLDERS:
+            for p in self.fs.glob(self.path(folder, ".tmp-*.zarr")):
+                m = _PROCESS_TOKEN_RE.search(p)
+                if m and m["host"] == host and not _pid_alive(int(m["pid"])):
+                    self.discard_staged(p)
+                    out.append(p)
+        return out
+
+
+# ---- storage backends ------------------------------------------------------------------------
+class Storage:
+    """What differs between a local folder and an object store, behind one interface.
+
+    Paths are filesystem paths of the lake's fsspec filesystem (no protocol).
+    """
+
+    def __init__(self, fs):
+        self.fs = fs
+
+    def makedirs(self, path: str) -> None:
+        raise NotImplementedError
+
+    def zarr_store(self, path: str, read_only: bool = False):
+        raise NotImplementedError
+
+    def replace_dir(self, tmp: str, final: str) -> None:
+        """Move the folder `tmp` to `final`, replacing what was there."""
+        raise NotImplementedError
+
+    def put_bytes_atomic(self, target: str, payload: bytes) -> None:
+        """Write bytes to `target` so that readers see either the old or the whole new file."""
+        raise NotImplementedError
+
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open(path, "rb") as f:
+            return f.read()
+
+
+class LocalStorage(Storage):
+    """A lake in a local folder: renames are atomic, so commits are renames."""
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def zarr_store(self, path: str, read_only: bool = False):
+        return zarr.storage.LocalStore(path, read_only=read_only)
+
+    def replace_dir(self, tmp: str, final: str) -> None:
+        old = None
+        if os.path.exists(final):
+            old = f"{os.path.dirname(final)}/.old-{uuid.uuid4().hex[:8]}-{Path(final).name}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old:
+            import shutil
+
+            shutil.rmtree(old, ignore_errors=True)
+
+    def put_bytes_atomic(self, target: str, payload: bytes) -> None:
+        folder = os.path.dirname(target)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+class ObjectStorage(Storage):
+    """A lake on an object store (S3 and the like): no folders, no renames; one PUT is atomic."""
+
+    def __init__(self, fs, storage_options: Mapping | None = None):
+        super().__init__(fs)
+        self.storage_options = dict(storage_options or {})
+
+    def makedirs(self, path: str) -> None:
+        with contextlib.suppress(Exception):
+            self.fs.makedirs(path, exist_ok=True)
+
+    def zarr_store(self, path: str, read_only: bool = False):
+        return zarr.storage.FsspecStore.from_url(
+            f"{_protocol(self.fs)}://{path}", storage_options=self.storage_options,
+            read_only=read_only)
+
+    def replace_dir(self, tmp: str, final: str) -> None:
+        # No directory rename: server-side copy of every object, then delete the staged ones.
+        # Readers find groups through the tables, which are committed only after this.
+        if self.fs.exists(final):
+            self.fs.rm(final, recursive=True)
+        for src in self.fs.find(tmp):
+            self.fs.copy(src, final + src[len(tmp):])
+        self.fs.rm(tmp, recursive=True)
+
+    def put_bytes_atomic(self, target: str, payload: bytes) -> None:
+        self.fs.pipe_file(target, payload)
+
+
+# ---- typed locations -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupLocation:
+    """A Zarr group of the lake: a volume, activation maps, a patch set or a spatial map."""
+
+    lake: Lake
+    folder: str
+    name: str
+
+    @property
+    def rel(self) -> str:
+        """The group's path relative to the lake root (what table rows record)."""
+        return f"{self.folder}/{self.name}.zarr"
+
+    @property
+    def path(self) -> str:
+        return self.lake.path(self.rel)
+
+    def exists(self) -> bool:
+        return self.lake.fs.exists(self.path)
+
+    def open(self) -> zarr.Group:
+        """Open the committed group read-only (LakeError if it does not exist)."""
+        return self.lake.open_group(self.rel)
+
+    def attrs(self) -> dict:
+        return dict(self.open().attrs)
+
+    def stage(self, token: str | None = None) -> tuple[str, zarr.Group]:
+        """Open a new group under a temporary, invisible name; return (its token path, group).
+
+        Fill it, then `commit` or `discard` it. `token` (the run id) names it, so that the
+        staging of a killed run is found and removed by the next run (`Lake.mark_dead_runs`).
+        """
+        return self.lake.stage_group(self.folder, self.name, token)
+
+    def staged(self, token: str) -> str:
+        """Return the temporary path `stage(token)` uses."""
+        return self.lake.staged_path(self.folder, self.name, token)
+
+    def commit(self, staged: str) -> str:
+        """Move a staged group into place (replacing an older one); return `rel`."""
+        return self.lake.commit_group(staged, self.folder, self.name)
+
+    def discard(self, staged: str) -> None:
+        self.lake.discard_staged(staged)
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """One file of the lake (a fitted model, a PNG), written whole or not at all."""
+
+    lake: Lake
+    rel: str
+
+    @property
+    def path(self) -> str:
+        return self.lake.path(self.rel)
+
+    def exists(self) -> bool:
+        return self.lake.fs.exists(self.path)
+
+    def read_bytes(self) -> bytes:
+        """Return the file's bytes (LakeError naming it if it does not exist)."""
+        try:
+            return self.lake.storage.read_bytes(self.path)
+        except FileNotFoundError:
+            raise LakeError(f"{self.lake.url}: {self.rel} does not exist") from None
+
+    def write_atomic(self, payload: bytes) -> str:
+        """Write the file so that readers see the old or the whole new one; return `rel`."""
+        self.lake.put_bytes_atomic(self.path, payload)
+        return self.rel
+
+    def info(self) -> dict:
+        return self.lake.fs.info(self.path)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.lake.fs.rm(self.path)
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """The folder of a trained encoder: model.json and its weights files."""
+
+    lake: Lake
+    rel: str
+
+    def file(self, name: str) -> BlobLocation:
+        _check_path_component(name)
+        return BlobLocation(self.lake, f"{self.rel}/{name}")
+
+    def files(self, pattern: str) -> list[BlobLocation]:
+        """Return the model's files whose names match a glob `pattern`."""
+        base = self.lake.path(self.rel)
+        return [BlobLocation(self.lake, f"{self.rel}/{p.rstrip('/').rsplit('/', 1)[-1]}")
+                for p in sorted(self.lake.fs.glob(f"{base}/{pattern}"))]
+
+
+def process_token(run_id: str) -> str:
+    """Return a staging token that names this process: ``<run_id>-h<host hash>p<pid>``.
+
+    A stage that stages before it writes its first run-log row (ingest, whose refusals must
+    leave the lake unchanged) uses it, so that the next run can tell its staging is orphaned.
+    """
+    return f"{run_id.replace(':', '')}-h{_host_tag()}p{os.getpid()}"
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+_PROCESS_TOKEN_RE = re.compile(r"-h(?P<host>[0-9a-f]{8})p(?P<pid>\d+)\.zarr/?$")
 
 
 def latest_run_rows(events: pd.DataFrame) -> pd.DataFrame:

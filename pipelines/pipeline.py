@@ -45,7 +45,7 @@ def cohort_patients(lake: Lake, cohort: str | None = "main",
     return [(r.patient_id, r.modalities.split(",")) for r in df.itertuples()]
 
 
-def _activations_task(lake_url, storage_options, pid, spec: EncoderSpec, threads, force):
+def _activations_task(lake: Lake, pid, spec: EncoderSpec, threads, force, token):
     import torch  # noqa: F401  (loaded before its threads are capped)
 
     from pipelines.activations import patient_activations
@@ -53,8 +53,7 @@ def _activations_task(lake_url, storage_options, pid, spec: EncoderSpec, threads
 
     limit_task_threads(threads)
     encoder = _cached_encoder(spec)
-    return patient_activations(Lake(lake_url, storage_options), pid, encoder, threads=threads,
-                               force=force)
+    return patient_activations(lake, pid, encoder, threads=threads, force=force, token=token)
 
 
 _ENCODERS: dict = {}
@@ -88,16 +87,16 @@ def run_activations(lake: Lake, spec: EncoderSpec, sched: SchedulerSpec | None =
     encoder = build_encoder(spec)
     todo = cohort_patients(lake, cohort, patients)
     threads = sched.threads_per_task()
-    tasks = [
-        dask.delayed(_activations_task, pure=False)(
-            lake.url, lake.storage_options, pid, spec, threads, force,
-            dask_key_name=f"activations-{pid}",
-        )
-        for pid, _ in todo
-    ]
     params = {"encoder": spec_as_dict(spec), "patients": len(todo)}
     t0 = time.perf_counter()
     with lake.run("activations", params, encoder_hash=encoder.identity_hash) as run:
+        tasks = [
+            dask.delayed(_activations_task, pure=False)(
+                lake, pid, spec, threads, force, run.run_id,
+                dask_key_name=f"activations-{pid}",
+            )
+            for pid, _ in todo
+        ]
         results = run_tasks(tasks, sched, desc=f"activations {encoder.name}", progress=progress)
         known = lake.read_table("encoder_maps", committed=False)["encoder"]
         if not (known == encoder.name).any():  # its maps are fixed by its hash
@@ -119,7 +118,7 @@ def run_quantify(lake: Lake, encoder_name: str, settings: QuantifySettings | Non
     settings = settings or QuantifySettings()
     sched = sched or SchedulerSpec()
     todo = cohort_patients(lake, cohort, patients)
-    missing = [pid for pid, _ in todo if not lake.exists(f"activations/{encoder_name}/{pid}.zarr")]
+    missing = [pid for pid, _ in todo if not lake.activations(encoder_name, pid).exists()]
     if missing:
         raise LakeError(
             f"{lake.url}: no activations of encoder {encoder_name} for {len(missing)} patient(s) "
@@ -132,7 +131,7 @@ def run_quantify(lake: Lake, encoder_name: str, settings: QuantifySettings | Non
         known = {} if force else existing_fragment_hashes(lake, encoder_name)
         tasks = [
             dask.delayed(quantify_patient_modality, pure=False)(
-                lake.url, lake.storage_options, pid, mod, encoder_name, settings, run.run_id,
+                lake, pid, mod, encoder_name, settings, run.run_id,
                 threads, force, known.get((pid, mod)), dask_key_name=f"quantify-{pid}-{mod}",
             )
             for pid, mods in todo

@@ -4,10 +4,11 @@ table (seed 000, section 2.3).
 One Dask task per patient x sequence reads its activation crop from the lake and, for every named
 region of the mask (core, whole, ...; "roi" for a binary mask), discretises each map (32 levels
 over the region's range by default), computes the first-order, GLCM, GLSZM and NGTDM families on
-every map of every layer and the shape features on the region's mask, and writes its own
-Parquet fragment ``tables/features/modality=<MOD>/encoder=<ENC>/<patient>.parquet`` atomically.
-A fragment records the hash of everything it was computed from (settings, activations) in its
-Parquet metadata; a rerun skips fragments whose hash matches and recomputes the others.
+every map of every layer and the shape features on the region's mask, and writes its fragment
+as one uncommitted data file of the Delta table ``features``; the driver commits the stage's
+fragments in one transaction. Each row records the hash of everything its fragment was computed
+from (settings, activations) in ``fragment_hash``; a rerun skips fragments whose hash matches
+and recomputes the others.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def region_stack(mask: np.ndarray) -> np.ndarray:
 
 
 def quantify_patient_modality(
-    lake_url: str, storage_options: dict | None, patient_id: str, modality: str, encoder: str,
+    lake: Lake, patient_id: str, modality: str, encoder: str,
     settings: QuantifySettings, run_id: str, threads: int = 1, force: bool = False,
     existing_hash: str | None = None,
 ) -> dict:
@@ -154,12 +155,11 @@ def quantify_patient_modality(
     """
     limit_task_threads(threads)
     t0 = time.perf_counter()
-    lake = Lake(lake_url, storage_options)
-    rel = f"activations/{encoder}/{patient_id}.zarr"
-    group = lake.open_group(rel)
+    loc = lake.activations(encoder, patient_id)
+    group = loc.open()
     attrs = dict(group.attrs)
     if modality not in attrs["modalities"]:
-        raise LakeError(f"{rel}: no activations for sequence {modality}")
+        raise LakeError(f"{loc.rel}: no activations for sequence {modality}")
     settings = resolved_settings(settings, attrs)
     want = fragment_hash(settings, attrs["fingerprint"], modality)
     if not force and existing_hash == want:

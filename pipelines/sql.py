@@ -2,8 +2,9 @@
 
 The views live in `sql/*.sql` as plain SQL, one concern per file. Placeholders filled here:
 
-- ``{{source:TABLE}}``: the lake's Parquet files of TABLE (a glob over ``tables/TABLE/``) with the
-  schema's columns, or an empty relation with those columns when the table has no file yet;
+- ``{{source:TABLE}}``: the Delta table TABLE (its current or snapshot version, as an Arrow
+  dataset, rows of ok runs only) with the schema's columns, or an empty relation with those
+  columns when the table has no commit yet;
 - ``{{pivot_columns:VIEW:KEY:VALUE}}``: one ``max(VALUE) FILTER (WHERE KEY = k) AS "k"`` per
   distinct KEY of VIEW (DuckDB cannot PIVOT on data-derived values inside a view);
 - ``{{catalogue}}``: the feature catalogue CSV (``schemas/features.csv``);

@@ -129,7 +129,8 @@ def write_rows(lake, table, data, name=None, partition=None, metadata=None):
     df = data if isinstance(data, pd.DataFrame) else data.to_pandas()
     lake.append_rows(table, df)
     if "run_id" in df.columns and table != "runs":
-        known = lake.ok_run_ids()
+        # run ids the run log knows keep their own status (a running or failed run stays so)
+        known = set(lake.run_events()["run_id"])
         for rid in sorted(set(df["run_id"]) - known):
             stage = "analyze" if table.startswith("results_") else "test"
             RunLog(lake=lake, run_id=rid, stage=stage, parameters={}, input_fingerprints={},
@@ -158,6 +159,11 @@ def s3_server(monkeypatch):
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    # fsspec caches filesystem instances by their arguments: one made for an earlier test's
+    # server would still point at that server's (now closed) port
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -170,6 +176,7 @@ def s3_server(monkeypatch):
                 time.sleep(0.2)
         yield env
     finally:
+        s3fs.S3FileSystem.clear_instance_cache()
         proc.terminate()
         try:
             proc.wait(10)

@@ -72,8 +72,7 @@ def test_rerun_skips_and_changed_settings_retrain(lake):
     other = train(lake, lr=1e-2)
     assert not other["skipped"] and other["weights_sha256"] != first["weights_sha256"]
     # the older content-addressed weights file is gone, the record points at the new one
-    folder = lake.path(et.MODEL_FOLDER, "tiny")
-    assert len(lake.fs.glob(f"{folder}/weights-*.pt")) == 1
+    assert len(lake.model("tiny").files("weights-*.pt")) == 1
 
 
 def test_model_record_has_hash_settings_fingerprint_and_loss_curve(lake):
@@ -95,7 +94,7 @@ def test_model_record_has_hash_settings_fingerprint_and_loss_curve(lake):
 def test_model_round_trips_through_the_strict_loader(lake):
     s = train(lake)
     rec = et.load_model_record(lake, "tiny")
-    path = lake.path(et.MODEL_FOLDER, "tiny", rec["weights_file"])
+    path = lake.model("tiny").file(rec["weights_file"]).path
     state = load_checkpoint(__import__("pathlib").Path(path))  # a plain state_dict file
     check_state_dict(ConvEncoder(EncoderSpec(blocks=(3, 3))), state, path)
     with pytest.raises(InputError, match="shape mismatch"):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.exceptions import InputError, SchemaError
+from pipelines.exceptions import InputError, LakeError, SchemaError
 from pipelines.lake import Lake, validate_patient_id
 
 
@@ -202,3 +202,120 @@ def test_run_log_records_ok_and_failed(tmp_path):
     assert "boom" in runs["message"].tolist()[1]
     assert runs["params_hash"].nunique() == 2
     assert runs["ended_at"].notna().all()
+
+
+# ---- the lake owns its layout: typed locations over two storage backends ---------------------
+@pytest.fixture(params=["local", "s3"])
+def any_lake(request, tmp_path):
+    """An empty lake on each backend: a local folder, a prefix on the loopback S3 server."""
+    if request.param == "local":
+        return Lake(tmp_path / "lake")
+    request.getfixturevalue("s3_server")
+    return Lake("s3://drlake/lake")
+
+
+def test_each_backend_writes_then_reads_every_kind_of_location(any_lake):
+    """One write-then-read test that both storage backends run (local rename, object copy)."""
+    import pickle
+
+    lake = any_lake
+    lake.ensure()
+    assert lake.is_local == (type(lake.storage).__name__ == "LocalStorage")
+    # a Zarr group: staged (invisible), committed, replaced
+    loc = lake.spatial_map("m1", "P1")
+    tmp, g = loc.stage("run-1")
+    g.attrs["v"] = 1
+    assert not loc.exists() and tmp == loc.staged("run-1")
+    assert loc.commit(tmp) == loc.rel and loc.attrs() == {"v": 1}
+    tmp, g = loc.stage("run-2")
+    g.attrs["v"] = 2
+    loc.commit(tmp)
+    assert loc.attrs() == {"v": 2} and not lake.fs.exists(tmp)
+    # a file: written whole, read back, removed
+    blob = lake.spatial_model("m1")
+    blob.write_atomic(b"first")
+    blob.write_atomic(b"second")
+    assert blob.read_bytes() == b"second" and lake.blob(blob.rel).read_bytes() == b"second"
+    blob.remove()
+    assert not blob.exists()
+    with pytest.raises(LakeError, match="does not exist"):
+        blob.read_bytes()
+    # a model folder
+    m = lake.model("enc")
+    m.file("weights-a.pt").write_atomic(b"a")
+    m.file("weights-b.pt").write_atomic(b"b")
+    m.file("model.json").write_atomic(b"{}")
+    assert [f.rel.rsplit("/", 1)[-1] for f in m.files("weights-*.pt")] == [
+        "weights-a.pt", "weights-b.pt"]
+    assert lake.model_names() == ["enc"]
+    # a volume through the lake's own helpers, and a Lake that crossed a pickle reads it
+    lake.write_volume("P1", {"T1": np.full((4, 4, 4), 0.5, np.float32)},
+                      {"T1": np.ones((4, 4, 4), np.uint8)}, {"modalities": ["T1"]})
+    other = pickle.loads(pickle.dumps(lake))
+    assert other.url == lake.url
+    vol = other.read_volume("P1")
+    assert np.allclose(vol.images["T1"], 0.5, atol=1e-4) and vol.masks["T1"].sum() == 64
+    # a table
+    lake.append_rows("clinical", pd.DataFrame({
+        "patient_id": ["P1"], "age": [50.0], "gender": ["F"], "grade": ["GBM"],
+        "survival_days": [100.0], "event": [1]}))
+    assert list(other.read_table("clinical")["patient_id"]) == ["P1"]
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", ".hidden", ""])
+def test_locations_refuse_unsafe_names(tmp_path, bad):
+    lake = Lake(tmp_path / "lake")
+    for make in (lambda: lake.activations(bad, "P1"), lambda: lake.patch_set(bad),
+                 lambda: lake.spatial_model(bad), lambda: lake.model(bad)):
+        with pytest.raises(InputError):
+            make()
+    for rel in ("../x", "a/../../x", "a/.hidden"):
+        with pytest.raises(InputError):
+            lake.blob(rel)
+
+
+def _string_constants(tree) -> list[tuple[int, str]]:
+    """Return (line, text) of the string constants of a module that are not docstrings."""
+    import ast
+
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                docstrings.add(id(body[0].value))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                id(node) not in docstrings:
+            out.append((node.lineno, node.value))
+    return out
+
+
+def test_no_module_outside_the_lake_names_a_lake_path_or_touches_its_filesystem():
+    """Stages reach files through typed locations only (`Lake.volume`, `Lake.activations`,
+    ...): no path string of the layout and no ``lake.fs`` outside the lake module."""
+    import ast
+    from pathlib import Path
+
+    import pipelines
+
+    root = Path(pipelines.__file__).parent
+    lake_modules = {"lake.py", "tables.py", "maintenance.py"}  # the lake and its table layer
+    bad = []
+    for f in sorted(root.rglob("*.py")):
+        rel = f.relative_to(root).as_posix()
+        if rel in lake_modules:
+            continue
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        for line, text in _string_constants(tree):
+            for needle in ("volumes/", "activations/", "tables/", ".zarr"):
+                if needle in text:
+                    bad.append(f"{rel}:{line}: {needle!r} in {text!r}")
+        if rel == "sql.py":  # the SQL edge registers the lake's filesystem with DuckDB
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("fs", "path", "root") and \
+                    isinstance(node.value, ast.Name) and node.value.id == "lake":
+                bad.append(f"{rel}:{node.lineno}: lake.{node.attr}")
+    assert bad == []

@@ -78,6 +78,48 @@ def test_rerun_skips_and_changed_settings_recompute(lake):
     assert len(features_frame(lake)) == len(before)  # replaced, not duplicated
 
 
+def test_sql_as_of_returns_the_rows_a_rerun_with_new_settings_replaced(lake):
+    import subprocess
+    import sys
+
+    from pipelines.sql import run_query
+
+    act = run_activations(lake, SMALL, SchedulerSpec("sync"), progress=False)
+    first = run_quantify(lake, act["encoder"], sched=SchedulerSpec("sync"), progress=False)
+    old = features_frame(lake)
+    second = run_quantify(lake, act["encoder"], QuantifySettings(bin_count=16),
+                          sched=SchedulerSpec("sync"), progress=False)
+    new = features_frame(lake)
+    key = ["patient_id", "modality", "layer", "map", "feature"]
+    changed = old.merge(new, on=key, suffixes=("_old", "_new"))
+    assert len(changed) == len(old) and (changed.value_old != changed.value_new).any()
+    query = ("SELECT patient_id, modality, layer, map, feature, value FROM features "
+             "ORDER BY ALL")
+    want = old[key + ["value"]].sort_values(key).reset_index(drop=True)
+    # by run id, by lake version (the N-th ok run) and by timestamp
+    runs = lake.runs()
+    ok = runs[runs.status == "ok"].reset_index(drop=True)
+    n = int(ok.index[ok.run_id == first["run_id"]][0])
+    at = ok.loc[n, "ended_at"].isoformat()
+    for as_of in (first["run_id"], str(n), at):
+        got = run_query(lake, query, as_of=as_of)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    now = run_query(lake, query, as_of=second["run_id"])
+    pd.testing.assert_frame_equal(now, new[key + ["value"]].sort_values(key).reset_index(
+        drop=True), check_dtype=False)
+    # the command line too, and a clear error for an unknown snapshot
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "sql", "--lake", str(lake.root),
+                        "--as-of", first["run_id"], "--format", "csv",
+                        "SELECT count(*) AS n, sum(value) AS s FROM features"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    n_rows, total = r.stdout.splitlines()[-1].split(",")
+    assert int(n_rows) == len(old) and float(total) == pytest.approx(old.value.sum(), rel=1e-9)
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "sql", "--lake", str(lake.root),
+                        "--as-of", "999", "SELECT 1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "no version 999" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_forced_rerun_is_bit_identical(lake):
     act = run_activations(lake, SMALL, SchedulerSpec("sync"), progress=False)
     run_quantify(lake, act["encoder"], sched=SchedulerSpec("sync"), progress=False)

@@ -332,8 +332,8 @@ def test_spatial_section_when_views_have_rows(tmp_path, monkeypatch):
     (tmp_path / "lake" / "spatial" / "P001.png").write_bytes(F.figure_png(fig, dpi=50))
     real_connect = sql.connect
 
-    def connect_with_spatial(lk):
-        con = real_connect(lk)
+    def connect_with_spatial(lk, **kw):
+        con = real_connect(lk, **kw)
         con.execute("CREATE OR REPLACE VIEW results_spatial AS SELECT 'spatial-1' AS run_id, "
                     "'CD3D' AS gene, 0.71 AS auc, 48 AS n_biopsies")
         con.execute("CREATE OR REPLACE VIEW results_spatial_maps AS SELECT 'spatial-1' AS run_id, "
@@ -350,7 +350,7 @@ def test_spatial_section_when_views_have_rows(tmp_path, monkeypatch):
     assert len(PNG_RE.findall(html)) == N_FIGURES + 1
 
 
-def test_failed_run_is_reported_with_what_it_wrote(tmp_path):
+def test_failed_run_is_reported_without_its_uncommitted_rows(tmp_path):
     lake, ok_rid = make_report_lake(tmp_path / "lake", n=15, small=True)
     with pytest.raises(RuntimeError), lake.run("analyze", {"encoder": ENCODER}) as run:
         failed = run.run_id
@@ -360,7 +360,10 @@ def test_failed_run_is_reported_with_what_it_wrote(tmp_path):
         raise RuntimeError("boom")
     html = build_report(lake, run_id=failed, out_dir=tmp_path / "out").read_text(encoding="utf-8")
     assert "status is &#x27;failed&#x27; (RuntimeError: boom)" in html
-    assert '<figure id="fig2">' in html
+    # what a failed run wrote is not visible: its report has no rows to show
+    assert len(lake.read_table("results_spearman", committed=False).query(
+        "run_id == @failed")) == len(sp)
+    assert f"No rows in results_spearman for run {failed}" in html
     assert f"No rows in results_classifier for run {failed}" in html
     # the default is still the latest successful run
     html = build_report(lake, out_dir=tmp_path / "ok").read_text(encoding="utf-8")
@@ -408,6 +411,33 @@ def test_encoder_study_section_only_when_a_study_ran(tmp_path):
                      "auc_low95": 0.4, "auc_high95": 0.8, "stability_partner": None,
                      "stability_median_rho": None, "stability_frac_stable": None})
     write_rows(lake, "results_encoder_study", pd.DataFrame(rows), name="compare-x")
-    html = build_report(lake, run_id=rid, out_dir=tmp_path / "b").read_text(encoding="utf-8")
+    # the latest report reads the lake as it is now; the run's own snapshot predates the study
+    html = build_report(lake, out_dir=tmp_path / "b").read_text(encoding="utf-8")
     assert "Which encoder finds the biology" in html
     assert "ssl-s0" in html and "in-sample" in html
+    html = build_report(lake, run_id=rid, out_dir=tmp_path / "c").read_text(encoding="utf-8")
+    assert "Which encoder finds the biology" not in html
+
+
+def test_report_of_a_run_is_rebuilt_from_its_own_snapshot(tmp_path):
+    lake, rid = make_report_lake(tmp_path / "lake", n=15, small=True)
+    versions = lake.table_versions()
+    # later runs change the cohort tables the page reads
+    clin = lake.read_table("clinical")
+    lake.upsert_table("clinical", clin.assign(age=0.5))  # every age changed
+    from pipelines.report.build import read_report_data
+
+    old = read_report_data(lake, rid)
+    assert old.snapshot and old.snapshot.startswith(rid)
+    # the versions the run recorded when it committed (the run log itself moves on: its own
+    # 'ok' event is the next version)
+    versions.pop("runs")
+    assert {t: old.table_versions[t] for t in versions} == versions
+    assert old.clinical["age"].min() >= 19 and len(old.clinical) == 15
+    now = read_report_data(lake)
+    assert now.snapshot is None and set(now.clinical["age"]) == {0.5}
+    assert now.table_versions["clinical"] > old.table_versions["clinical"]
+    html = build_report(lake, run_id=rid, out_dir=tmp_path / "old").read_text(encoding="utf-8")
+    assert "Lake snapshot" in html and f"rebuilt from the snapshot of run {rid}" in html
+    assert f"drlake sql --as-of {rid}" in html
+    assert f"<th>clinical</th><td>version {versions['clinical']}</td>" in html

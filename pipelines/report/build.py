@@ -8,6 +8,7 @@ shown on the page so that a reader can reproduce each table), draws the figures 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from pipelines.exceptions import InputError, LakeError
+from pipelines.exceptions import DrlakeError, InputError, LakeError
 from pipelines.lake import Lake
 from pipelines.report import figures as F
 from pipelines.report import page as P
@@ -110,6 +111,10 @@ class ReportData:
     spatial_png: dict[str, bytes] = field(default_factory=dict)
     # the latest `drlake compare-encoders` run's rows (empty if none ran)
     encoder_study: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # the Delta version of every table the page was read from, and the snapshot's name when
+    # it was rebuilt from the run's own snapshot (`drlake report --run RUN_ID`)
+    table_versions: dict = field(default_factory=dict)
+    snapshot: str | None = None
 
 
 def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -193,13 +198,13 @@ def read_pngs(lake: Lake, maps: pd.DataFrame, limit: int = MAX_SPATIAL_MAPS) -> 
     if col is None:
         return out
     for rel in maps[col].dropna().head(limit):
-        candidates = [rel] if os.path.isabs(rel) else []
-        candidates.append(lake.path(rel))
-        for c in candidates:
+        readers = [Path(rel).read_bytes] if os.path.isabs(rel) else []
+        with contextlib.suppress(DrlakeError):
+            readers.append(lake.blob(rel).read_bytes)
+        for read in readers:
             try:
-                with lake.fs.open(c, "rb") as f:
-                    data = f.read()
-            except (OSError, ValueError):
+                data = read()
+            except (OSError, ValueError, DrlakeError):
                 continue
             if data.startswith(b"\x89PNG"):
                 out[rel] = data
@@ -208,8 +213,13 @@ def read_pngs(lake: Lake, maps: pd.DataFrame, limit: int = MAX_SPATIAL_MAPS) -> 
 
 
 def read_report_data(lake: Lake, run_id: str | None = None) -> ReportData:
-    """Read the run log, the run's results, the cohort tables and the spatial results."""
-    from pipelines.sql import connect
+    """Read the run log, the run's results, the cohort tables and the spatial results.
+
+    With `run_id`, every table is read at the versions that run recorded when it committed (its
+    snapshot), so an old report is rebuilt from exactly the rows it used, whatever ran since.
+    Without, the latest analyze run is reported from the lake as it is now.
+    """
+    from pipelines.sql import connect, resolve_snapshot
 
     runs = lake.runs()
     if runs.empty:
@@ -217,7 +227,12 @@ def read_report_data(lake: Lake, run_id: str | None = None) -> ReportData:
     run = select_run(runs, run_id)
     rid = run["run_id"]
     params = json.loads(run["parameters"] or "{}")
-    con = connect(lake)
+    snapshot = None
+    if run_id is not None and isinstance(run.get("table_versions"), str):
+        snapshot = resolve_snapshot(lake, rid)
+        runs = runs[runs["started_at"] <= run["ended_at"]].reset_index(drop=True)
+    versions = dict(snapshot.versions) if snapshot else lake.table_versions()
+    con = connect(lake, as_of=snapshot)
     try:
         queries = {t: results_sql(t, rid) for t in RESULT_TABLES}
         results = {t: con.execute(q).df() for t, q in queries.items()}
@@ -239,7 +254,8 @@ def read_report_data(lake: Lake, run_id: str | None = None) -> ReportData:
     maps = spatial.get("results_spatial_maps")
     pngs = read_pngs(lake, maps) if maps is not None else {}
     return ReportData(run, params, runs, results, queries, clinical, immune, catalogue, counts,
-                      spatial, pngs, study)
+                      spatial, pngs, study, versions,
+                      snapshot.label if snapshot else None)
 
 
 # --------------------------------------------------------------------------- sections
@@ -504,7 +520,14 @@ def section_provenance(d: ReportData) -> str:
                                    ("activations run", act["run_id"]),
                                    ("package version", act["package_version"])]))
         parts.append(P.json_block(act["parameters"]))
-    parts += ["<h3>Inputs and outputs</h3>", P.key_values(d.counts),
+    how = (f"rebuilt from the snapshot of run {d.snapshot}" if d.snapshot else
+           "read from the lake as it was when this page was built")
+    parts += ["<h3>Lake snapshot</h3>",
+              f"<p>Tables {P.esc(how)}; <code>drlake report --run {P.esc(run['run_id'])}</code> "
+              f"rebuilds this page and <code>drlake sql --as-of {P.esc(run['run_id'])}</code> "
+              "queries the same rows.</p>",
+              P.key_values([(t, f"version {v}") for t, v in sorted(d.table_versions.items())]),
+              "<h3>Inputs and outputs</h3>", P.key_values(d.counts),
               "<h3>Time per stage</h3>",
               P.table_html(P.stage_timings(d.runs), {"total time (s)": P.fmt_num(1),
                                                      "last run (s)": P.fmt_num(1)}),
@@ -551,10 +574,7 @@ def report_path(lake: Lake, run_id: str, out_dir: str | os.PathLike | None = Non
     """Return where the page goes: out_dir/index.html, else <lake>/reports/<run_id>/index.html."""
     if out_dir is not None:
         return Path(out_dir) / "index.html"
-    if not lake.is_local:
-        raise InputError(f"the lake {lake.url} is not a local folder: pass out_dir, a local "
-                         "folder for the report")
-    return Path(lake.path("reports", run_id)) / "index.html"
+    return lake.report_dir(run_id) / "index.html"
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -4,7 +4,7 @@ ground-truth field.
 
 Pure core: :func:`map_voxels`, :func:`predict_map`, :func:`spearman_in_mask`,
 :func:`overlay_png` (bytes). I/O edges: :func:`read_truth` (a NIfTI resampled onto the lake
-grid) and :func:`write_map` (an atomic Zarr group ``spatial_maps/<model>/<patient>.zarr``).
+grid) and :func:`write_map` (an atomic Zarr group, `Lake.spatial_map`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import stats
 
 from pipelines.exceptions import InputError
-from pipelines.lake import Lake, validate_patient_id, write_array
+from pipelines.lake import Lake, write_array
 
 __all__ = [
     "check_name",
@@ -203,18 +203,18 @@ def read_truth(path, attrs: dict) -> np.ndarray:
 
 
 def write_map(lake: Lake, model: str, patient_id: str, prob_map: np.ndarray,
-              attrs: dict) -> str:
+              attrs: dict, token: str | None = None) -> str:
     """Write ``spatial_maps/<model>/<patient>.zarr`` atomically (staged, then renamed): array
     ``probability`` (z, y, x) float32, NaN outside the mapped voxels, with the volume's spatial
-    attributes and ``attrs``. Returns the group's path relative to the lake root."""
-    pid = validate_patient_id(patient_id)
-    folder = f"spatial_maps/{check_name(model, 'model name')}"
-    tmp, group = lake.stage_group(folder, pid)
+    attributes and ``attrs``. Returns the group's path relative to the lake root. `token` (the
+    run id) names the staged group, so that a killed run's staging is removed by the next run."""
+    loc = lake.spatial_map(check_name(model, "model name"), patient_id)
+    tmp, group = loc.stage(token)
     try:
         group.attrs.update(dict(attrs))
         write_array(group, "probability", np.asarray(prob_map, dtype=np.float32),
                     attributes={"units": "probability", "outside": "NaN = not mapped"})
     except BaseException:
-        lake.discard_staged(tmp)
+        loc.discard(tmp)
         raise
-    return lake.commit_group(tmp, folder, pid)
+    return loc.commit(tmp)

@@ -1,15 +1,16 @@
 """Lake stages of seed 004: patches, train, evaluate, map. Each reads the lake, calls the pure
 core (patches, model, train, evaluate, maps), logs a run and writes its outputs atomically.
 
-Lake layout::
+What they write (locations from the lake: `Lake.patch_set`, `Lake.spatial_model`,
+`Lake.spatial_map`, `Lake.spatial_map_png`)::
 
-    spatial/patches/<patch_set>.zarr        array patches (biopsy, channel, y, x) float32
-    tables/spatial_patches/<patch_set>.parquet   labels and where each patch sits
-    spatial/models/<model>.pt               torch checkpoint (weights + JSON metadata)
-    tables/results_spatial/<run_id>.parquet accuracy / AUC with CIs, CNN and RF
-    spatial_maps/<model>/<patient>.zarr     array probability (z, y, x), NaN outside the map
-    spatial_maps/<model>/<patient>.png      the map over T1Gd with the biopsy sites
-    tables/results_spatial_maps/<run_id>.parquet
+    a patch set (Zarr)                      array patches (biopsy, channel, y, x) float32
+    table spatial_patches                   labels and where each patch sits
+    a spatial model                         torch checkpoint (weights + JSON metadata)
+    table results_spatial                   accuracy / AUC with CIs, CNN and RF
+    a spatial map per patient (Zarr)        array probability (z, y, x), NaN outside the map
+    its PNG                                 the map over T1Gd with the biopsy sites
+    table results_spatial_maps              one row per mapped patient
 
 Idempotent: ``spatial_patches``, ``spatial_train`` and ``spatial_map`` skip work whose output
 exists for the same inputs and parameters (``force=True`` recomputes); ``spatial_evaluate``
@@ -85,9 +86,6 @@ __all__ = [
 
 log = logging.getLogger("drlake.spatial")
 
-PATCH_FOLDER = "spatial/patches"
-MODEL_FOLDER = "spatial/models"
-MAP_FOLDER = "spatial_maps"
 
 
 # --------------------------------------------------------------------------- settings
@@ -218,9 +216,9 @@ def _site_voxels(rows: pd.DataFrame, attrs: dict) -> np.ndarray:
     return nearest_voxel(world_to_index(pts, attrs["world_to_voxel"]))
 
 
-def _try_open(lake: Lake, rel: str):
+def _try_open(loc):
     try:
-        return lake.open_group(rel)
+        return loc.open()
     except (LakeError, FileNotFoundError, KeyError, ValueError):
         return None
 
@@ -249,8 +247,9 @@ def spatial_patches(lake: Lake, settings: PatchSettings | None = None, name: str
         b[["biopsy_id", "patient_id", "x_mm", "y_mm", "z_mm", "tpm"]].to_dict("records"))),
         **fps}
     fingerprint = sha256_text(canonical_json({"settings": settings.as_dict(), "inputs": inputs}))
-    rel = f"{PATCH_FOLDER}/{name}.zarr"
-    old = _try_open(lake, rel)
+    loc = lake.patch_set(name)
+    rel = loc.rel
+    old = _try_open(loc)
     if (not force and old is not None and old.attrs.get("fingerprint") == fingerprint
             and (lake.read_table("spatial_patches")["patch_set"] == name).any()):
         return {"patch_set": name, "zarr_path": rel, "n": len(b),
@@ -273,7 +272,7 @@ def spatial_patches(lake: Lake, settings: PatchSettings | None = None, name: str
         vox = np.concatenate(centres)
         labels, median = median_labels(b["tpm"])
         channels = channel_names(settings.sequences, settings.adjacent)
-        tmp, group = lake.stage_group(PATCH_FOLDER, name)
+        tmp, group = loc.stage(run.run_id)
         try:
             group.attrs.update({"settings": settings.as_dict(), "channels": channels,
                                 "biopsy_ids": list(b["biopsy_id"]), "fingerprint": fingerprint,
@@ -282,9 +281,9 @@ def spatial_patches(lake: Lake, settings: PatchSettings | None = None, name: str
             write_array(group, "patches", X, chunks=(256, X.shape[1], X.shape[2], X.shape[3]),
                         dimension_names=("biopsy", "channel", "y", "x"))
         except BaseException:
-            lake.discard_staged(tmp)
+            loc.discard(tmp)
             raise
-        lake.commit_group(tmp, PATCH_FOLDER, name)
+        loc.commit(tmp)
         table = pd.DataFrame({
             "patch_set": name, "biopsy_id": b["biopsy_id"], "patient_id": b["patient_id"],
             "gene": settings.gene, "tpm": b["tpm"], "median_tpm": median, "label": labels,
@@ -302,8 +301,7 @@ def load_patch_set(lake: Lake, name: str) -> PatchSet:
     """Return a patch set (patches in table order) or raise LakeError if it is missing or its
     table and Zarr array disagree."""
     name = check_name(name, "patch-set name")
-    rel = f"{PATCH_FOLDER}/{name}.zarr"
-    group = _try_open(lake, rel)
+    group = _try_open(lake.patch_set(name))
     table = lake.read_table("spatial_patches")
     table = table[table["patch_set"] == name].sort_values("patch_index").reset_index(drop=True)
     if group is None or table.empty:
@@ -322,17 +320,12 @@ def load_patch_set(lake: Lake, name: str) -> PatchSet:
 # --------------------------------------------------------------------------- train
 
 
-def _model_rel(name: str) -> str:
-    return f"{MODEL_FOLDER}/{check_name(name, 'model name')}.pt"
-
-
 def load_model(lake: Lake, name: str):
     """Return (model, metadata) of a trained model stored in the lake."""
-    path = lake.path(_model_rel(name))
-    if not lake.fs.exists(path):
+    loc = lake.spatial_model(check_name(name, "model name"))
+    if not loc.exists():
         raise LakeError(f"{lake.url}: no model {name!r} (run `drlake spatial train`)")
-    with lake.fs.open(path, "rb") as f:
-        payload = f.read()
+    payload = loc.read_bytes()
     model, meta = model_from_bytes(payload)
     meta["sha256"] = hashlib.sha256(payload).hexdigest()[:16]
     return model, meta
@@ -355,7 +348,7 @@ def spatial_train(lake: Lake, patch_set: str | None = None, config: TrainConfig 
     name = check_name(name or f"{cfg.arch}-{ps.name}-s{cfg.seed}", "model name")
     params = {"patch_set": ps.name, "holdout": holdout, "config": cfg.as_dict()}
     key = sha256_text(canonical_json({**params, "patches": ps.attrs["fingerprint"]}))
-    if not force and lake.exists(_model_rel(name)):
+    if not force and lake.spatial_model(name).exists():
         _, meta = load_model(lake, name)
         if meta.get("key") == key:
             return {**meta["summary"], "skipped": True}
@@ -370,7 +363,7 @@ def spatial_train(lake: Lake, patch_set: str | None = None, config: TrainConfig 
             p = predict_proba(res.model, ps.patches[s.test], tta=cfg.tta)
             test_metrics = metrics(y[s.test], p)
         parts = {k: sorted(set(ps.groups[getattr(s, k)])) for k in ("train", "dev", "test")}
-        summary = {"model": name, "path": _model_rel(name), "patch_set": ps.name,
+        summary = {"model": name, "path": lake.spatial_model(name).rel, "patch_set": ps.name,
                    "arch": cfg.arch, "seed": cfg.seed, "holdout": holdout,
                    "n_train": len(s.train), "n_dev": len(s.dev), "n_test": len(s.test),
                    "best_epoch": res.best_epoch, "epochs": len(res.history),
@@ -380,7 +373,7 @@ def spatial_train(lake: Lake, patch_set: str | None = None, config: TrainConfig 
         meta = {"key": key, "patch_set": ps.name, "patch_settings": ps.settings.as_dict(),
                 "threshold_tpm": thr, "patients": parts, "run_id": run.run_id,
                 "history": res.history, "summary": summary}
-        lake.put_bytes_atomic(lake.path(_model_rel(name)), model_to_bytes(res, meta))
+        lake.spatial_model(name).write_atomic(model_to_bytes(res, meta))
         run.message = (f"model {name}: best epoch {res.best_epoch}/{len(res.history)}"
                        + (f", held-out AUC {test_metrics['auc']:.3f}" if test_metrics else ""))
     return summary
@@ -480,7 +473,7 @@ _MODEL_CACHE: dict[tuple, tuple] = {}
 
 
 def _cached_model(lake: Lake, name: str):
-    info = lake.fs.info(lake.path(_model_rel(name)))
+    info = lake.spatial_model(check_name(name, "model name")).info()
     key = (lake.url, name, info.get("size"), info.get("mtime") or info.get("LastModified"))
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()
@@ -500,7 +493,7 @@ def _png_slices(mask: np.ndarray, slices: list[int] | None, sites: np.ndarray) -
     return [int(tz[len(tz) // 2])] if len(tz) else [mask.shape[0] // 2]
 
 
-def map_patient(lake_url: str, storage_options: dict, model_name: str, pid: str,
+def map_patient(lake: Lake, model_name: str, pid: str,
                 slices_spec: str, truth_path: str | None, png: bool, tta: bool | None,
                 run_id: str, threads: int | None = None, force: bool = False) -> dict:
     """Map one patient (a Dask task): write the Zarr map and PNG, return its results row."""
@@ -509,7 +502,6 @@ def map_patient(lake_url: str, storage_options: dict, model_name: str, pid: str,
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    lake = Lake(lake_url, storage_options)
     model, meta = _cached_model(lake, model_name)
     settings = PatchSettings.from_dict(meta["patch_settings"])
     use_tta = meta["config"]["tta"] if tta is None else bool(tta)
@@ -524,11 +516,13 @@ def map_patient(lake_url: str, storage_options: dict, model_name: str, pid: str,
     key = sha256_text(canonical_json({"model": meta["sha256"], "slices": slices_txt,
                                       "tta": use_tta, "fingerprint": vol.attrs.get("fingerprint"),
                                       "png": png}))
-    rel = f"{MAP_FOLDER}/{model_name}/{pid}.zarr"
-    png_rel = f"{MAP_FOLDER}/{model_name}/{pid}.png" if png else None
-    old = None if force else _try_open(lake, rel)
+    loc = lake.spatial_map(model_name, pid)
+    rel = loc.rel
+    png_loc = lake.spatial_map_png(model_name, pid) if png else None
+    png_rel = png_loc.rel if png_loc else None
+    old = None if force else _try_open(loc)
     if old is not None and old.attrs.get("map_key") == key and (
-            png_rel is None or lake.exists(png_rel)):
+            png_loc is None or png_loc.exists()):
         prob = old["probability"][...]
     else:
         stack, _ = _prepared_stack(vol.images, settings)
@@ -536,7 +530,7 @@ def map_patient(lake_url: str, storage_options: dict, model_name: str, pid: str,
                            settings.radius, settings.adjacent, slices)
         spatial = {k: vol.attrs[k] for k in ("spacing_zyx", "spacing_xyz", "origin_xyz",
                                               "direction", "shape_zyx", "world_to_voxel")}
-        write_map(lake, model_name, pid, prob, {
+        write_map(lake, model_name, pid, prob, token=run_id, attrs={
             **spatial, "model": model_name, "model_sha256": meta["sha256"], "run_id": run_id,
             "slices": slices_txt, "tta": use_tta, "mask_modality": mask_mod, "map_key": key,
             "gene": settings.gene, "meaning": f"P({settings.gene} TPM > median)"})
@@ -545,7 +539,7 @@ def map_patient(lake_url: str, storage_options: dict, model_name: str, pid: str,
             img = overlay_png(background, prob, _png_slices(mask, slices, sites), sites,
                               list(rows["biopsy_id"]), title=f"{pid}: {model_name}",
                               label=f"P({settings.gene} > median)")
-            lake.put_bytes_atomic(lake.path(png_rel), img)
+            png_loc.write_atomic(img)
     rho = p = None
     if truth_path:
         truth = read_truth(truth_path, vol.attrs)
@@ -603,7 +597,7 @@ def spatial_map(lake: Lake, model: str, patients: Sequence[str] | str | None = N
     with lake.run("spatial_map", params) as run:
         threads = sched.threads_per_task()
         tasks = [dask.delayed(map_patient, pure=False)(
-            lake.url, lake.storage_options, model, pid, slices_spec, truths.get(pid), png, tta,
+            lake, model, pid, slices_spec, truths.get(pid), png, tta,
             run.run_id, threads, force, dask_key_name=f"spatial-map-{pid}") for pid in pids]
         rows = run_tasks(tasks, sched, desc="spatial map", progress=progress)
         df = pd.DataFrame(rows)
