@@ -331,9 +331,6 @@ class Lake:
     def volume_path(self, patient_id: str) -> str:
         return self.volume(patient_id).path
 
-    def _store(self, path: str, read_only: bool = False):
-        return self.storage.zarr_store(path, read_only)
-
     def staged_path(self, folder: str, name: str, token: str) -> str:
         """Return the temporary (invisible) path a group `name` is staged at under `token`."""
         _check_path_component(name)
@@ -349,12 +346,12 @@ class Lake:
         that a stage whose tasks stage in parallel can discard them all after a failure.
         """
         tmp = self.staged_path(folder, name, token or uuid.uuid4().hex[:8])
-        return tmp, zarr.open_group(self._store(tmp), mode="w", zarr_format=3)
+        return tmp, zarr.open_group(self.storage.zarr_store(tmp), mode="w", zarr_format=3)
 
     def commit_group(self, tmp: str, folder: str, name: str) -> str:
         """Move a staged group to `folder/name.zarr`, replacing an older one; return its path."""
         _check_path_component(name)
-        self._replace_dir(tmp, self.path(folder, f"{name}.zarr"))
+        self.storage.replace_dir(tmp, self.path(folder, f"{name}.zarr"))
         return f"{folder}/{name}.zarr"
 
     def discard_staged(self, tmp: str) -> None:
@@ -368,7 +365,7 @@ class Lake:
         path = self.path(rel)
         if not self.fs.exists(path):
             raise LakeError(f"{self.url}: {rel} does not exist")
-        return zarr.open_group(self._store(path, read_only=True), mode="r")
+        return zarr.open_group(self.storage.zarr_store(path, read_only=True), mode="r")
 
     def stage_volume(
         self,
@@ -409,9 +406,6 @@ class Lake:
     def write_volume(self, patient_id: str, images, masks, attrs) -> str:
         """Stage and commit a patient's volume group; return its path relative to the root."""
         return self.commit_volume(self.stage_volume(patient_id, images, masks, attrs), patient_id)
-
-    def _replace_dir(self, tmp: str, final: str) -> None:
-        self.storage.replace_dir(tmp, final)
 
     def read_volume(self, patient_id: str, modalities: list[str] | None = None) -> VolumeRecord:
         """Return a patient's images, masks and attributes from the lake."""

@@ -266,8 +266,9 @@ def connect(lake: Lake | str, database: str = ":memory:", sandbox: bool = False,
             as_of: str | Snapshot | None = None) -> duckdb.DuckDBPyConnection:
     """Return a DuckDB connection with every view of sql/ defined over the lake.
 
-    With `sandbox`, the connection can only read the lake: the lake's files are reached through
-    the read-only ``drlakero://`` filesystem, every other file access is disabled
+    With `sandbox`, the connection can only read the lake: the tables are Arrow datasets
+    registered with the connection (read-only by nature), the lake is also mounted as the
+    read-only ``drlakero://`` filesystem, every other file access is disabled
     (``enable_external_access = false``, ``allowed_directories`` = the read-only lake only) and
     the configuration is locked, so no statement can write a byte anywhere.
 
