@@ -38,6 +38,9 @@ from pipelines.schemas import load_schema, validate
 log = logging.getLogger(__name__)
 
 COMMIT_RETRIES = 20
+# Set when a table is created. Snapshots are the lake's provenance (`--as-of`, `report --run`),
+# so the log outlives delta-rs's 30-day default; `drlake compact` decides which data files go.
+TABLE_CONFIGURATION = {"delta.logRetentionDuration": "interval 36500 days"}
 
 
 def delta_storage_options(url: str, storage_options: Mapping | None) -> dict[str, str] | None:
@@ -172,6 +175,7 @@ class DeltaTableStore:
         tbl = self._arrow(data)
         part = list(self.schema.partition_by) or None
         write_deltalake(self.uri, tbl, mode="append", partition_by=part,
+                        configuration=TABLE_CONFIGURATION,
                         storage_options=self.storage_options,
                         commit_properties=self._props(run_id, "append"))
         return self.version()
@@ -284,7 +288,8 @@ class DeltaTableStore:
             try:
                 create_table_with_add_actions(
                     self.uri, Schema.from_arrow(arrow_schema), [_add_action(a) for a in adds],
-                    partition_by=part_cols or None, storage_options=self.storage_options,
+                    partition_by=part_cols or None, configuration=TABLE_CONFIGURATION,
+                    storage_options=self.storage_options,
                     commit_properties=self._props(run_id, operation))
                 return self.version()
             except Exception as exc:
@@ -354,24 +359,41 @@ class DeltaTableStore:
         t = self.open()
         if t is None:
             return []
-        hours = _retention_hours(t, keep_from_version)
+        hours = self._retention_hours(keep_from_version)
         return t.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False)
 
+    def commit_timestamp(self, version: int) -> float:
+        """Return the time (seconds since the epoch) at which `version` was committed.
 
-def _retention_hours(t, keep_from_version: int | None) -> int:
-    """Return the retention (hours) that keeps every file version `keep_from_version` needs."""
-    if keep_from_version is None:
-        keep_from_version = 0
-    try:
-        from deltalake import DeltaTable
+        Read from the commitInfo action of `_delta_log/<version>.json` (Delta protocol); a log
+        file without one falls back to the file's modification time.
+        """
+        log = f"{self.path}/_delta_log/{version:020d}.json"
+        try:
+            with self.fs.open(log, "rb") as fh:
+                for line in fh.read().decode("utf-8").splitlines():
+                    if not line.strip():
+                        continue
+                    info = json.loads(line).get("commitInfo")
+                    if info and info.get("timestamp") is not None:
+                        return float(info["timestamp"]) / 1000.0
+            mtime = self.fs.modified(log)
+        except FileNotFoundError:
+            raise LakeError(f"table {self.name} has no version {version} in its log "
+                            f"(it may have been cleaned up)") from None
+        return mtime.timestamp()
 
-        old = DeltaTable(t.table_uri, version=keep_from_version,
-                         storage_options=None).history(1)
-        ts = old[0]["timestamp"] / 1000.0
-    except Exception:
-        return 24 * 365 * 100
-    age_h = (time.time() - ts) / 3600.0
-    return int(age_h) + 1
+    def _retention_hours(self, keep_from_version: int | None) -> int:
+        """Return a vacuum retention (whole hours) that keeps every file `keep_from_version` and
+        later versions reference: files removed after that version was committed stay."""
+        if keep_from_version is None:
+            keep_from_version = 0
+        try:
+            ts = self.commit_timestamp(keep_from_version)
+        except LakeError:
+            return 24 * 365 * 100
+        age_h = max(0.0, time.time() - ts) / 3600.0
+        return int(age_h) + 2
 
 
 def _is_local(fs) -> bool:

@@ -3,6 +3,7 @@ visible), concurrent writers lose nothing, on a local lake and on the loopback S
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -312,3 +313,68 @@ def test_kills_at_random_points_then_reruns_equal_a_clean_build(tmp_path):
     for t, key, n in reader.seen:
         if (t, key) in final:
             assert n == final[(t, key)], (t, key, n)
+
+
+def _backdate_commit(table, version: int, days: float) -> None:
+    """Rewrite the commit and removal times of `version` in the table's log to `days` ago."""
+    log = Path(table.path) / "_delta_log" / f"{version:020d}.json"
+    when = int((time.time() - days * 86400) * 1000)
+    lines = []
+    for line in log.read_text().splitlines():
+        action = json.loads(line)
+        if "commitInfo" in action:
+            action["commitInfo"]["timestamp"] = when
+        if "remove" in action:
+            action["remove"]["deletionTimestamp"] = when
+        lines.append(json.dumps(action))
+    log.write_text("\n".join(lines) + "\n")
+    os.utime(log, (when / 1000, when / 1000))
+
+
+def test_vacuum_keeps_every_file_the_oldest_kept_version_needs(tmp_path):
+    """Versions committed days ago stay readable after a vacuum that keeps them; a vacuum that
+    keeps only a later version deletes the files only older versions referenced."""
+    lake = Lake(str(tmp_path / "lake"))
+    lake.ensure()
+    table = lake.table("clinical")
+
+    def rows(age: float) -> pd.DataFrame:
+        return pd.DataFrame({"patient_id": ["Q001"], "age": [age], "gender": ["F"],
+                             "grade": ["GBM"], "survival_days": [300.0], "event": [1]})
+
+    for v, age in enumerate([40.0, 41.0, 42.0]):
+        assert table.upsert(rows(age)) == v
+    for v, days in [(0, 10), (1, 5), (2, 1)]:
+        _backdate_commit(table, v, days)
+    assert abs(table.commit_timestamp(1) - (time.time() - 5 * 86400)) < 60
+
+    assert table.vacuum(keep_from_version=0) == []
+    assert table.read(version=0)["age"].tolist() == [40.0]
+
+    deleted = table.vacuum(keep_from_version=2)
+    assert len(deleted) == 1  # version 0's file, removed 5 days ago
+    assert table.read(version=1)["age"].tolist() == [41.0]
+    assert table.read()["age"].tolist() == [42.0]
+    with pytest.raises(FileNotFoundError):
+        table.read(version=0)
+
+
+def test_compact_keeps_the_snapshot_an_old_run_recorded(tmp_path):
+    """`drlake compact` after a table was replaced keeps the version an older ok run read."""
+    from pipelines.maintenance import compact_lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.ensure()
+    table = lake.table("clinical")
+    first = pd.DataFrame({"patient_id": ["Q001", "Q002"], "age": [40.0, 50.0],
+                          "gender": ["F", "M"], "grade": ["GBM", "GBM"],
+                          "survival_days": [300.0, 400.0], "event": [1, 0]})
+    table.upsert(first)
+    with lake.run("analyze", {"seed": 1}) as log:
+        run = log.run_id
+    table.upsert(first.assign(age=[60.0, 70.0]))
+    _backdate_commit(table, 0, 3)
+    _backdate_commit(table, 1, 2)  # the replaced file has been a tombstone for two days
+    compact_lake(lake)
+    recorded = json.loads(lake.runs().set_index("run_id").loc[run, "table_versions"])
+    assert table.read(version=recorded["clinical"])["age"].tolist() == [40.0, 50.0]
