@@ -27,6 +27,7 @@ def lake_from_tables(root, n: int, seed: int, effect_scale: float) -> Lake:
     write_rows(lake, "immune_markers", imm)
     lat = t["latent"].set_index("patient_id")
     rng = np.random.default_rng(seed + 1000)
+    frames = []
     for mod, factor in (("T1CE", "tcell"), ("T2", "prolif")):
         for pid in lat.index:
             signal = effect_scale * lat.loc[pid, factor]
@@ -39,8 +40,8 @@ def lake_from_tables(root, n: int, seed: int, effect_scale: float) -> Lake:
             df.insert(2, "encoder", "enc")
             df.insert(3, "region", "roi")
             df["run_id"] = "r0"
-            write_rows(lake, "features", df, name=pid,
-                                    partition={"modality": mod, "encoder": "enc"})
+            frames.append(df)
+    write_rows(lake, "features", pd.concat(frames, ignore_index=True))  # one commit
     return lake
 
 

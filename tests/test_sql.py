@@ -31,6 +31,7 @@ def stat_lake(tmp_path):
     pids = [f"P{i:03d}" for i in range(n)]
     lk = Lake(tmp_path / "lake")
     latent = rng.normal(size=n)
+    frames = []
     for mod in ("T1", "FLAIR"):
         for i, pid in enumerate(pids):
             rows = []
@@ -48,8 +49,8 @@ def stat_lake(tmp_path):
             df.insert(2, "encoder", "encA")
             df.insert(3, "region", "roi")
             df["run_id"] = "r1"
-            write_rows(lk, "features", df, name=pid,
-                                  partition={"modality": mod, "encoder": "encA"})
+            frames.append(df)
+    write_rows(lk, "features", pd.concat(frames, ignore_index=True))  # one commit
     imm = pd.DataFrame([(p, mk, float(np.clip(np.round(0.1 + 0.05 * latent[i] * (k == 0)
                                                         + 0.02 * rng.normal(), 2), 0, 1)))
                         for i, p in enumerate(pids) for k, mk in enumerate(MARKERS)],
