@@ -29,6 +29,7 @@ import json
 import os
 import re
 import socket
+import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -135,6 +136,9 @@ class Lake:
         self.url = self.root if self.is_local else f"{_protocol(self.fs)}://{self.root}"
         self.storage: Storage = (LocalStorage(self.fs) if self.is_local
                                  else ObjectStorage(self.fs, self.storage_options))
+        # per-process caches keyed on table versions (not pickled: __reduce__ reconnects)
+        self._cache: dict = {}
+        self._cache_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
@@ -466,9 +470,33 @@ class Lake:
         return latest_run_rows(self.run_events())
 
     def ok_run_ids(self) -> set[str]:
-        """Return the ids of the runs that ended ``ok``."""
-        ev = self.run_events()
-        return set(ev.loc[ev["status"] == "ok", "run_id"])
+        """Return the ids of the runs that ended ``ok`` (cached per version of the run log)."""
+        import pyarrow.dataset as pads
+
+        runs = self.table("runs")
+        with self._cache_lock:  # threads of one process share the Lake and its handle
+            handle = self._cache.get("runs_handle")
+            if handle is None:
+                handle = runs.open()
+                if handle is None:
+                    return set()
+                self._cache["runs_handle"] = handle
+            else:
+                try:
+                    handle.update_incremental()  # reads only the log entries committed since
+                except Exception:  # the table was removed or rewritten under us: reopen
+                    self._cache.clear()
+                    handle = runs.open()
+                    if handle is None:
+                        return set()
+                    self._cache["runs_handle"] = handle
+            version = handle.version()
+            cached = self._cache.get("ok_run_ids")
+            if cached is None or cached[0] != version:
+                ok = runs.read(version, columns=["run_id"], filter=pads.field("status") == "ok")
+                cached = (version, frozenset(ok["run_id"]))
+                self._cache["ok_run_ids"] = cached
+        return set(cached[1])
 
     def mark_dead_runs(self) -> list[str]:
         """Mark runs whose driver process is gone as ``dead``; remove what they staged.

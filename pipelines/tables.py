@@ -40,7 +40,9 @@ log = logging.getLogger(__name__)
 COMMIT_RETRIES = 20
 # Set when a table is created. Snapshots are the lake's provenance (`--as-of`, `report --run`),
 # so the log outlives delta-rs's 30-day default; `drlake compact` decides which data files go.
-TABLE_CONFIGURATION = {"delta.logRetentionDuration": "interval 36500 days"}
+# A checkpoint every 10 commits keeps opening a table to at most 10 log files to replay.
+TABLE_CONFIGURATION = {"delta.logRetentionDuration": "interval 36500 days",
+                       "delta.checkpointInterval": "10"}
 
 
 def delta_storage_options(url: str, storage_options: Mapping | None) -> dict[str, str] | None:

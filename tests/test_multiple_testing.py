@@ -18,8 +18,12 @@ def test_hand_worked_example():
     np.testing.assert_allclose(holm_adjust([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
 
 
-def test_matches_statsmodels():
-    p = np.random.default_rng(1).uniform(0, 0.2, 50)
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_statsmodels(seed):
+    rng = np.random.default_rng(seed)
+    p = rng.uniform(0, 0.2, 50)
+    p[rng.integers(0, 50, 10)] = p[0]  # ties
+    p[:3] = [0.0, 1.0, 0.5]
     np.testing.assert_allclose(holm_adjust(p), multipletests(p, method="holm")[1], rtol=0,
                                atol=1e-15)
 
