@@ -73,9 +73,9 @@ def _estimates(X, y, seed: int, trees: int, max_pairs: int) -> list:
 def signal_estimators(n: int, seeds: int, trees: int, max_pairs: int) -> None:
     """Print each estimator's mean AUC and power (95% CI above 0.5) on planted cohorts."""
     import numpy as np
+    from test_analyze import planted_frames
 
     from pipelines.synth import make_tables
-    from test_analyze import planted_frames
 
     t0 = time.perf_counter()
     aucs = {k: [] for k in ESTIMATORS}

@@ -737,8 +737,9 @@ def ingest(
     counts: dict[str, int] = {}
     changed_tables = []
     try:
-        for pid, tmp in staged:
-            lake.commit_volume(tmp, pid)
+        committed = {pid: lake.commit_volume(tmp, pid) for pid, tmp in staged}
+        for r in rows:  # the committed group (on an object store, a replacement's version)
+            r["volume_path"] = committed.get(r["patient_id"], r["volume_path"])
         for table, df in table_rows.items():
             before = lake.table(table).version()
             if lake.upsert_table(table, df, run_id=run_id) != before:

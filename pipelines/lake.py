@@ -353,10 +353,63 @@ class Lake:
         return tmp, zarr.open_group(self.storage.zarr_store(tmp), mode="w", zarr_format=3)
 
     def commit_group(self, tmp: str, folder: str, name: str) -> str:
-        """Move a staged group to `folder/name.zarr`, replacing an older one; return its path."""
+        """Move a staged group into place as the committed `name` of `folder`, replacing an
+        older one; return its path relative to the root.
+
+        Locally the folder is swapped by renames. An object store has no rename, so a group
+        that replaces a committed one is copied to a new hidden version
+        (``.v-<name>-<hex>.zarr``) and one PUT of the pointer ``.<name>.current`` switches
+        readers to it: a reader sees the old group or the new one, whole. Superseded versions
+        stay until `drlake compact` (`remove_superseded_groups`).
+        """
         _check_path_component(name)
-        self.storage.replace_dir(tmp, self.path(folder, f"{name}.zarr"))
-        return f"{folder}/{name}.zarr"
+        plain = f"{folder}/{name}.zarr"
+        if self.is_local:
+            self.storage.replace_dir(tmp, self.path(plain))
+            return plain
+        current = self.group_rel(folder, name)
+        if not self.fs.exists(self.path(current)):
+            self.storage.replace_dir(tmp, self.path(plain))
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(self.path(folder, f".{name}.current"))
+            return plain
+        version = f"{folder}/.v-{name}-{uuid.uuid4().hex[:12]}.zarr"
+        self.storage.replace_dir(tmp, self.path(version))
+        self.storage.put_bytes_atomic(self.path(folder, f".{name}.current"), version.encode())
+        return version
+
+    def group_rel(self, folder: str, name: str) -> str:
+        """Return the committed group `name` of `folder` relative to the root: ``name.zarr``, or
+        on an object store the version its pointer names once it has been replaced."""
+        plain = f"{folder}/{name}.zarr"
+        if self.is_local:
+            return plain
+        try:
+            target = self.storage.read_bytes(self.path(folder, f".{name}.current")).decode()
+        except FileNotFoundError:
+            return plain
+        return target.strip() or plain
+
+    def remove_superseded_groups(self) -> list[str]:
+        """Remove the group versions no pointer names (object stores: what replacements left
+        behind, or a copy a killed commit never pointed at); return their paths."""
+        if self.is_local:
+            return []
+        removed = []
+        for folder in STAGING_FOLDERS:
+            live = set()
+            for ptr in self.fs.glob(self.path(folder, ".*.current")):
+                live.add(self.storage.read_bytes(ptr).decode().strip().rsplit("/", 1)[-1])
+                plain = ptr.rsplit("/", 1)[-1][1:-len(".current")] + ".zarr"
+                old = f"{ptr.rsplit('/', 1)[0]}/{plain}"
+                if self.fs.exists(old):
+                    self.fs.rm(old, recursive=True)
+                    removed.append(old)
+            for p in self.fs.glob(self.path(folder, ".v-*.zarr")):
+                if p.rstrip("/").rsplit("/", 1)[-1] not in live:
+                    self.fs.rm(p, recursive=True)
+                    removed.append(p)
+        return removed
 
     def discard_staged(self, tmp: str) -> None:
         """Remove a staged (temporary) group if it exists."""
@@ -652,8 +705,8 @@ class GroupLocation:
 
     @property
     def rel(self) -> str:
-        """The group's path relative to the lake root (what table rows record)."""
-        return f"{self.folder}/{self.name}.zarr"
+        """The committed group's path relative to the lake root (what table rows record)."""
+        return self.lake.group_rel(self.folder, self.name)
 
     @property
     def path(self) -> str:

@@ -39,6 +39,10 @@ def compact_lake(lake: Lake, vacuum: bool = True, keep_runs: bool = True) -> dic
             vac = table.vacuum(oldest.get(name) if keep_runs else None)
         out[name] = {"files_added": int(m.get("numFilesAdded", 0)),
                      "files_removed": int(m.get("numFilesRemoved", 0)), "vacuumed": len(vac)}
+    if vacuum:
+        gone = lake.remove_superseded_groups()
+        if gone:
+            log.info("removed %d superseded Zarr group version(s)", len(gone))
     return out
 
 

@@ -283,7 +283,7 @@ def spatial_patches(lake: Lake, settings: PatchSettings | None = None, name: str
         except BaseException:
             loc.discard(tmp)
             raise
-        loc.commit(tmp)
+        rel = loc.commit(tmp)
         table = pd.DataFrame({
             "patch_set": name, "biopsy_id": b["biopsy_id"], "patient_id": b["patient_id"],
             "gene": settings.gene, "tpm": b["tpm"], "median_tpm": median, "label": labels,
@@ -517,7 +517,6 @@ def map_patient(lake: Lake, model_name: str, pid: str,
                                       "tta": use_tta, "fingerprint": vol.attrs.get("fingerprint"),
                                       "png": png}))
     loc = lake.spatial_map(model_name, pid)
-    rel = loc.rel
     png_loc = lake.spatial_map_png(model_name, pid) if png else None
     png_rel = png_loc.rel if png_loc else None
     old = None if force else _try_open(loc)
@@ -548,7 +547,7 @@ def map_patient(lake: Lake, model_name: str, pid: str,
     return {"run_id": run_id, "model": model_name, "patient_id": pid,
             "heldout": pid in meta.get("patients", {}).get("test", []),
             "slices": slices_txt, "n_voxels": int(len(map_voxels(mask, slices))),
-            "map_path": rel, "png_path": png_rel, "rho_vs_truth": rho, "rho_p": p,
+            "map_path": loc.rel, "png_path": png_rel, "rho_vs_truth": rho, "rho_p": p,
             "seconds": time.perf_counter() - t0}
 
 
