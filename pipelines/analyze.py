@@ -57,8 +57,10 @@ class AnalyzeSettings:
     predictions of one forest: every patient scored by the trees that did not see it, about n
     times cheaper; strict: each tree's labels from its in-bag patients) or "none".
     cv_folds / cv_repeats: repeated stratified k-fold of the survival classifiers (cv_repeats 0
-    skips it). km_median: Kaplan-Meier median definition, "r" (R's survfit, default) or "first"
-    (lifelines'), see :func:`pipelines.stats.survival.km_median`.
+    skips it). lpo_pairs: leave-pair-out AUC of the survival classifiers over at most this many
+    seeded (short, long) survivor pairs, one forest each (0 skips it). km_median: Kaplan-Meier
+    median definition, "r" (R's survfit, default) or "first" (lifelines'), see
+    :func:`pipelines.stats.survival.km_median`.
     """
 
     encoder: str | None = None
@@ -74,6 +76,7 @@ class AnalyzeSettings:
     marker_cv: str = "loocv"
     cv_folds: int = 5
     cv_repeats: int = 10
+    lpo_pairs: int = 0
     km_median: str = "r"
 
     def __post_init__(self):
@@ -87,6 +90,9 @@ class AnalyzeSettings:
             raise InputError(f"--marker-cv must be loocv, oob or none, got {self.marker_cv!r}")
         if self.cv_folds < 2 or self.cv_repeats < 0:
             raise InputError("cv_folds must be >= 2 and cv_repeats >= 0")
+        if self.lpo_pairs < 0:
+            raise InputError(f"lpo_pairs must be >= 0 (0 skips leave-pair-out), got "
+                             f"{self.lpo_pairs}")
         if self.km_median not in ("r", "first"):
             raise InputError(f"--km-median must be r or first, got {self.km_median!r}")
 
@@ -210,6 +216,7 @@ def feature_set(data: CohortData, name: str) -> pd.DataFrame:
 def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: AnalyzeSettings,
                               set_name: str) -> dict:
     from pipelines.stats.classify import (
+        rf_leave_pair_out,
         rf_loocv,
         rf_repeated_cv,
         rf_split,
@@ -234,6 +241,13 @@ def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: An
                 protocol=settings.protocol)
         except InputError as exc:  # too few patients of a class for k folds
             log.debug("repeated CV %s: %s", set_name, exc)
+    pairs = None
+    if settings.lpo_pairs > 0:
+        try:
+            pairs = rf_leave_pair_out(X, y, seed=settings.seed, n_estimators=settings.trees,
+                                      protocol=settings.protocol, max_pairs=settings.lpo_pairs)
+        except InputError as exc:  # fewer than two patients of a class
+            log.debug("leave-pair-out %s: %s", set_name, exc)
     for ev, res in list(out.items()):
         idx = res.scores.index
         try:
@@ -242,6 +256,8 @@ def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: An
         except Exception as exc:  # too few patients in a predicted group: report NaN
             log.debug("score survival %s %s: %s", set_name, ev, exc)
             out[ev + "_surv"] = {}
+    if pairs is not None:  # an AUC over pairs: no per-patient scores or importances
+        out["leave_pair_out"] = pairs
     return {"set": set_name, **out}
 
 
@@ -358,7 +374,7 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
                             index=time_.index)
         cls_rows, score_rows, imp_rows = [], [], []
         for r in surv:
-            for ev in ("repeated_cv", "loocv", "split"):
+            for ev in ("repeated_cv", "leave_pair_out", "loocv", "split"):
                 if ev not in r:
                     continue
                 res = r[ev]
@@ -371,6 +387,8 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
                     "logrank_p": sg.get("p"), "hr": sg.get("hr_low_vs_high"),
                     "hr_low95": sg.get("hr_low_vs_high_low95"),
                     "hr_high95": sg.get("hr_low_vs_high_high95"), "protocol": res.protocol})
+                if ev == "leave_pair_out":
+                    continue
                 for pid, s in res.scores.items():
                     score_rows.append({
                         "run_id": rid, "feature_set": r["set"], "evaluation": ev,

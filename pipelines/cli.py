@@ -594,6 +594,10 @@ def analyze(
         int, typer.Option(help="repeats of the stratified k-fold CV of the survival forests, the "
                           "small-n estimate (0 = skip)")
     ] = 10,
+    lpo_pairs: Annotated[
+        int, typer.Option(help="leave-pair-out AUC of the survival forests over at most this "
+                          "many (short, long) survivor pairs, one forest each (0 = skip)")
+    ] = 0,
     km_median: Annotated[
         str, typer.Option(help="Kaplan-Meier median: r (R's survfit, default) | first (lifelines)")
     ] = "r",
@@ -611,7 +615,8 @@ def analyze(
                                n_train=n_train, trees=trees, marker_trees=marker_trees,
                                marker_cv=marker_cv,
                                permutation_repeats=permutation_repeats, cv_folds=cv_folds,
-                               cv_repeats=cv_repeats, km_median=km_median)
+                               cv_repeats=cv_repeats, lpo_pairs=lpo_pairs,
+                               km_median=km_median)
     r = run_analyze(Lake(lake), settings, SchedulerSpec(scheduler, workers), force=force)
     if r["skipped"]:
         typer.echo(f"analyze: identical run {r['run_id']} already in the lake (use --force)")

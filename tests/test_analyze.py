@@ -10,6 +10,7 @@ from conftest import write_rows
 from scipy import stats
 
 from pipelines.analyze import AnalyzeSettings, run_analyze
+from pipelines.exceptions import InputError
 from pipelines.lake import Lake
 from pipelines.scheduler import SchedulerSpec
 from pipelines.synth import make_tables
@@ -223,3 +224,28 @@ def test_strict_marker_paths_get_a_label_rule_not_all_patient_labels(monkeypatch
         assert callable(y) and protocol == "strict"
         sub = np.arange(10)
         np.testing.assert_array_equal(y(sub), (values > values.iloc[:10].median()).astype(int))
+
+
+def test_leave_pair_out_is_an_evaluation_of_the_survival_forests(tmp_path):
+    """--lpo-pairs adds a leave-pair-out AUC per feature set beside the other evaluations (no
+    per-patient scores: it scores pairs), recorded in the run's parameters and in the report."""
+    import json
+
+    from pipelines.report import build_report
+
+    lake = lake_from_tables(tmp_path / "lake", 30, 3, 1.0)
+    r = run_analyze(lake, AnalyzeSettings(**{**FAST, "cv_repeats": 0, "lpo_pairs": 25}),
+                    SchedulerSpec("sync"), progress=False)
+    cls = lake.read_table("results_classifier")
+    lpo = cls[cls["evaluation"] == "leave_pair_out"]
+    assert set(lpo["feature_set"]) == set(cls.loc[cls["evaluation"] == "loocv", "feature_set"])
+    assert ((lpo["auc_low95"] <= lpo["auc"]) & (lpo["auc"] <= lpo["auc_high95"])).all()
+    assert lpo["auc"].between(0, 1).all() and (lpo["n"] == 30).all()
+    scores = lake.read_table("results_scores")
+    assert "leave_pair_out" not in set(scores["evaluation"]) and len(scores)
+    params = json.loads(lake.runs().set_index("run_id").loc[r["run_id"], "parameters"])
+    assert params["lpo_pairs"] == 25
+    page = build_report(lake, run_id=r["run_id"]).read_text(encoding="utf-8")
+    assert "leave-pair-out" in page
+    with pytest.raises(InputError, match="lpo_pairs"):
+        AnalyzeSettings(lpo_pairs=-1)

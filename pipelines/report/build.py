@@ -383,11 +383,15 @@ def section_classifier(d: ReportData) -> str:
         return _empty("results_classifier", d.run["run_id"])
     cut = _cutoff(d.params)
     has_rcv = (cls["evaluation"] == "repeated_cv").any()
+    has_lpo = (cls["evaluation"] == "leave_pair_out").any()
     parts = ["<p>Random forests classify patients into shorter vs longer than median survival "
              "(censored patients imputed as in the paper) from DRFs (R), clinical features "
              "(C: age, gender), immune markers (I) and their unions, evaluated "
              + ("by repeated stratified k-fold cross-validation (the mean AUC of the held-out "
                 "folds; the recommended estimate, shown first), " if has_rcv else "")
+             + ("by leave-pair-out AUC (each short/long survivor pair held out together from a "
+                "forest fitted on the others; unbiased at small n, no per-patient scores), "
+                if has_lpo else "")
              + "by leave-one-out cross-validation (pooled held-out scores, the paper's "
              "estimate) and on the held-out part of a single train/test split.</p>"]
     parts.extend(_auc_notes(cls))

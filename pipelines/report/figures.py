@@ -37,10 +37,10 @@ MODALITY_LABELS = {"T1": "T1-WI", "T1CE": "T1-CE", "T2": "T2-WI", "FLAIR": "FLAI
 MODALITY_ORDER = ("T1", "T1CE", "T2", "FLAIR")
 CLINICAL_FEATURES = {"age": "Age", "gender": "Gender", "grade": "Grade"}
 KIND_COLOURS = {"DRF": "#3b6fb6", "clinical": "#e08a1e", "immune": "#3a9a4a"}
-EVAL_COLOURS = {"repeated_cv": "#3a8a4f", "loocv": "#2f5d9c", "split": "#e0802a",
-                "oob": "#7b5ea7"}
-EVAL_LABELS = {"repeated_cv": "repeated stratified k-fold CV", "loocv": "LOOCV (pooled)",
-               "split": "train/test split", "oob": "out-of-bag"}
+EVAL_COLOURS = {"repeated_cv": "#3a8a4f", "leave_pair_out": "#8c6d1f", "loocv": "#2f5d9c",
+                "split": "#e0802a", "oob": "#7b5ea7"}
+EVAL_LABELS = {"repeated_cv": "repeated stratified k-fold CV", "leave_pair_out": "leave-pair-out",
+               "loocv": "LOOCV (pooled)", "split": "train/test split", "oob": "out-of-bag"}
 SIG_NOTE = "significant after Holm correction"
 _UPPER = {"cd4", "cd8", "nk", "m0", "m1", "m2", "cd3", "dc"}
 FONT = 8.5
@@ -289,11 +289,13 @@ def wilcoxon_heatmap(df: pd.DataFrame, **labels) -> Figure:
 def auc_bars(classifier: pd.DataFrame) -> Figure:
     """Fig. 4a: survival-classifier AUC with 95% CI per feature set and evaluation, side by side.
 
-    Evaluations in the order repeated stratified k-fold CV (the recommended estimate), pooled
-    LOOCV (the paper's), split. Bars are labelled with the AUC; the dashed line is chance (0.5).
+    Evaluations in the order repeated stratified k-fold CV (the recommended estimate),
+    leave-pair-out (when run), pooled LOOCV (the paper's), split. Bars are labelled with the
+    AUC; the dashed line is chance (0.5).
     """
     sets = order_feature_sets(classifier["feature_set"])
-    evals = [e for e in ("repeated_cv", "loocv", "split") if e in set(classifier["evaluation"])]
+    evals = [e for e in ("repeated_cv", "leave_pair_out", "loocv", "split")
+             if e in set(classifier["evaluation"])]
     fig = _new_figure(max(6.5, 1.1 * len(sets) + 2.5), 4.4)
     ax = fig.add_axes((0.09, 0.2, 0.88, 0.68))
     w = 0.8 / max(len(evals), 1)

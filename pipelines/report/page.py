@@ -267,7 +267,7 @@ SURVIVAL_FORMATS = {
 # --------------------------------------------------------------------------- Figure 4/5 tables
 
 
-EVALUATION_ORDER = ("repeated_cv", "loocv", "split", "oob")
+EVALUATION_ORDER = ("repeated_cv", "leave_pair_out", "loocv", "split", "oob")
 
 
 def classifier_display(classifier: pd.DataFrame) -> pd.DataFrame:

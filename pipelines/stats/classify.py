@@ -666,7 +666,8 @@ def score_group_survival(score, time, event, cutoff: float | Literal["median"] =
 
 #: Display names of the evaluations, recommended first.
 EVALUATION_NAMES = {"repeated_cv": "repeated stratified k-fold CV",
-                    "loocv": "pooled LOOCV", "split": "train/test split", "oob": "out-of-bag"}
+                    "leave_pair_out": "leave-pair-out", "loocv": "pooled LOOCV",
+                    "split": "train/test split", "oob": "out-of-bag"}
 
 #: Below this many patients a cross-validated AUC is not stable (95% CI half-width ~0.15 or
 #: more with balanced median-split labels), and pooled LOOCV is visibly biased below 0.5.
@@ -676,11 +677,11 @@ SMALL_N = 60
 def auc_caveat(evaluation: str, n: int, auc: float, low95: float, high95: float) -> str:
     """Return a one-sentence caveat on reading an AUC, or "" when there is none.
 
-    ``evaluation``: "loocv", "split", "repeated_cv" or "oob"; ``n``: patients evaluated;
-    ``auc`` with its 95% CI. Caveats: an AUC whose CI lies below 0.5 (under pooled LOOCV this is
-    the known bias of pooling leave-one-out scores when there is no signal, not an inverted
-    signal); a CI that includes 0.5 (not distinguishable from chance); ``n < SMALL_N`` (too few
-    patients for a stable estimate).
+    ``evaluation``: "loocv", "split", "repeated_cv", "leave_pair_out" or "oob"; ``n``:
+    patients evaluated; ``auc`` with its 95% CI. Caveats: an AUC whose CI lies below 0.5 (under
+    pooled LOOCV this is the known bias of pooling leave-one-out scores when there is no signal,
+    not an inverted signal); a CI that includes 0.5 (not distinguishable from chance);
+    ``n < SMALL_N`` (too few patients for a stable estimate).
     """
     if auc is None or not np.isfinite(auc):
         return "AUC not estimable"
