@@ -100,8 +100,7 @@ for _name in ("mkdir", "makedirs", "rm", "rm_file", "rmdir", "mv", "copy", "cp_f
     setattr(ReadOnlyLakeFileSystem, _name, ReadOnlyLakeFileSystem._refuse)
 
 
-def table_source(lake: Lake, table: str, sandbox: bool = False,
-                 con: duckdb.DuckDBPyConnection | None = None,
+def table_source(lake: Lake, table: str, con: duckdb.DuckDBPyConnection | None = None,
                  snapshot: Snapshot | None = None) -> str:
     """Return a SQL relation over the table's Delta snapshot with exactly the schema's columns.
 
@@ -225,11 +224,11 @@ def _pivot_columns(con: duckdb.DuckDBPyConnection, view: str, key: str, value: s
     return ",\n    ".join(cols) if cols else f"NULL AS no_{key}"
 
 
-def render(sql: str, lake: Lake, con: duckdb.DuckDBPyConnection, sandbox: bool = False,
+def render(sql: str, lake: Lake, con: duckdb.DuckDBPyConnection,
            snapshot: Snapshot | None = None) -> str:
     """Return the view SQL with its placeholders filled for this lake (as of `snapshot`)."""
     sql = re.sub(r"\{\{source:(\w+)\}\}",
-                 lambda m: table_source(lake, m.group(1), sandbox, con, snapshot), sql)
+                 lambda m: table_source(lake, m.group(1), con, snapshot), sql)
     sql = re.sub(r"\{\{pivot_columns:(\w+):(\w+):(\w+)\}\}",
                  lambda m: _pivot_columns(con, *m.groups()), sql)
     sql = sql.replace("{{catalogue}}", "_drlake_catalogue")
@@ -288,7 +287,7 @@ def connect(lake: Lake | str, database: str = ":memory:", sandbox: bool = False,
                     f"read_csv({_quote(str(CATALOGUE))}, header = true)")
         _register_ok_runs(lake, con, snapshot)
         for path in view_files():
-            con.execute(render(path.read_text(encoding="utf-8"), lake, con, sandbox, snapshot))
+            con.execute(render(path.read_text(encoding="utf-8"), lake, con, snapshot))
         if sandbox:
             con.execute(f"SET allowed_directories = [{_quote(SANDBOX_PROTOCOL + '://')}]")
             con.execute("SET enable_external_access = false")
