@@ -33,25 +33,19 @@ def null_estimators(sizes: list[int], seeds: int, trees: int, max_pairs: int) ->
     import numpy as np
     import pandas as pd
 
-    from pipelines.stats.classify import rf_leave_pair_out, rf_loocv, rf_oob, rf_repeated_cv
-
     t0 = time.perf_counter()
     print(f"null cohorts: {seeds} per size, {trees} trees, leave-pair-out <= {max_pairs} pairs")
     print("| n | pooled LOOCV | repeated 5x10 CV | OOB | leave-pair-out |")
     print("| --- | --- | --- | --- | --- |")
     for n in sizes:
-        aucs: dict[str, list[float]] = {"loocv": [], "rcv": [], "oob": [], "lpo": []}
+        aucs: dict[str, list[float]] = {k: [] for k in ESTIMATORS}
         for s in range(seeds):
             rng = np.random.default_rng(5000 + 97 * n + s)
             X = pd.DataFrame({"age": rng.normal(55, 14, n).round(),
                               "gender": rng.integers(0, 2, n).astype(float)})
             y = rng.permutation(np.arange(n) % 2)
-            aucs["loocv"].append(rf_loocv(X, y, seed=s, n_estimators=trees,
-                                          permutation_repeats=0).auc)
-            aucs["rcv"].append(rf_repeated_cv(X, y, seed=s, n_estimators=trees).auc)
-            aucs["oob"].append(rf_oob(X, y, seed=s, n_estimators=trees).auc)
-            aucs["lpo"].append(rf_leave_pair_out(X, y, seed=s, n_estimators=trees,
-                                                 max_pairs=max_pairs).auc)
+            for k, r in zip(aucs, _estimates(X, y, s, trees, max_pairs), strict=True):
+                aucs[k].append(r.auc)
         cells = [f"{np.mean(v):.3f} +/- {np.std(v, ddof=1) / np.sqrt(len(v)):.3f}"
                  for v in aucs.values()]
         print(f"| {n} | " + " | ".join(cells) + " |")

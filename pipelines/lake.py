@@ -400,8 +400,8 @@ class Lake:
             live = set()
             for ptr in self.fs.glob(self.path(folder, ".*.current")):
                 live.add(self.storage.read_bytes(ptr).decode().strip().rsplit("/", 1)[-1])
-                plain = ptr.rsplit("/", 1)[-1][1:-len(".current")] + ".zarr"
-                old = f"{ptr.rsplit('/', 1)[0]}/{plain}"
+                parent, pointer = ptr.rsplit("/", 1)
+                old = f"{parent}/{pointer[1:-len('.current')]}.zarr"  # the first, unversioned
                 if self.fs.exists(old):
                     self.fs.rm(old, recursive=True)
                     removed.append(old)

@@ -365,25 +365,14 @@ class DeltaTableStore:
         return t.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False)
 
     def commit_timestamp(self, version: int) -> float:
-        """Return the time (seconds since the epoch) at which `version` was committed.
-
-        Read from the commitInfo action of `_delta_log/<version>.json` (Delta protocol); a log
-        file without one falls back to the file's modification time.
-        """
-        log = f"{self.path}/_delta_log/{version:020d}.json"
-        try:
-            with self.fs.open(log, "rb") as fh:
-                for line in fh.read().decode("utf-8").splitlines():
-                    if not line.strip():
-                        continue
-                    info = json.loads(line).get("commitInfo")
-                    if info and info.get("timestamp") is not None:
-                        return float(info["timestamp"]) / 1000.0
-            mtime = self.fs.modified(log)
-        except FileNotFoundError:
-            raise LakeError(f"table {self.name} has no version {version} in its log "
-                            f"(it may have been cleaned up)") from None
-        return mtime.timestamp()
+        """Return the time (seconds since the epoch) at which `version` was committed, from the
+        table's commit history (each commit's commitInfo timestamp)."""
+        t = self.open()
+        for entry in ([] if t is None else t.history()):
+            if entry.get("version") == version and entry.get("timestamp") is not None:
+                return float(entry["timestamp"]) / 1000.0
+        raise LakeError(f"table {self.name} has no version {version} in its log "
+                        "(it may have been cleaned up)")
 
     def _retention_hours(self, keep_from_version: int | None) -> int:
         """Return a vacuum retention (whole hours) that keeps every file `keep_from_version` and
