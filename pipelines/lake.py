@@ -529,20 +529,17 @@ class Lake:
         runs = self.table("runs")
         with self._cache_lock:  # threads of one process share the Lake and its handle
             handle = self._cache.get("runs_handle")
+            if handle is not None:
+                try:
+                    handle.update_incremental()  # reads only the log entries committed since
+                except Exception:  # the table was removed or rewritten under us: reopen
+                    self._cache.clear()
+                    handle = None
             if handle is None:
                 handle = runs.open()
                 if handle is None:
                     return set()
                 self._cache["runs_handle"] = handle
-            else:
-                try:
-                    handle.update_incremental()  # reads only the log entries committed since
-                except Exception:  # the table was removed or rewritten under us: reopen
-                    self._cache.clear()
-                    handle = runs.open()
-                    if handle is None:
-                        return set()
-                    self._cache["runs_handle"] = handle
             version = handle.version()
             cached = self._cache.get("ok_run_ids")
             if cached is None or cached[0] != version:
