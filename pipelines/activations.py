@@ -19,7 +19,7 @@ import numpy as np
 
 from pipelines.encoder import Encoder
 from pipelines.lake import Lake, canonical_json, decode_array, sha256_text, write_array
-from pipelines.regions import Regions, region_masks, volume_regions
+from pipelines.regions import Regions, in_any_region, region_masks, volume_regions
 
 log = logging.getLogger("drlake.activations")
 
@@ -29,14 +29,33 @@ def roi_crop_box(mask: np.ndarray, margin: int, align: int) -> tuple[tuple[int, 
 
     Starts are floored to multiples of `align` and clipped to the array; ends are clipped.
     """
-    idx = np.nonzero(mask)
     box = []
-    for axis, n in enumerate(mask.shape):
-        lo = max(0, int(idx[axis].min()) - margin)
+    for axis, (first, last) in enumerate(mask_extent(mask)):
+        lo = max(0, first - margin)
         lo -= lo % align
-        hi = min(n, int(idx[axis].max()) + 1 + margin)
+        hi = min(mask.shape[axis], last + 1 + margin)
         box.append((lo, hi))
     return tuple(box)
+
+
+def mask_extent(mask: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """Return the (first, last) index of the mask's non-zero voxels along each axis.
+
+    From projections (slab by slab), not from np.nonzero of the whole volume: a few
+    milliseconds for a 10^7-voxel mask instead of 0.2 s. Raises ValueError for an empty mask.
+    """
+    m = np.asarray(mask)
+    rows = np.flatnonzero(m.reshape(m.shape[0], -1).any(axis=1))
+    if rows.size == 0:
+        raise ValueError("the mask is empty")
+    z0, z1 = int(rows[0]), int(rows[-1])
+    slab = m[z0:z1 + 1]
+    out = [(z0, z1)]
+    for axis in range(1, m.ndim):
+        other = tuple(a for a in range(m.ndim) if a != axis)
+        idx = np.flatnonzero(slab.any(axis=other))
+        out.append((int(idx[0]), int(idx[-1])))
+    return tuple(out)
 
 
 def pooled_mask(mask: np.ndarray, stride: int) -> np.ndarray:
@@ -94,12 +113,12 @@ def patient_activations(
         for mod in mods:
             # only the mask is read whole; the image is read for the crop only (Zarr slicing),
             # so memory and I/O are bounded by the ROI's box, not the volume
-            masks = region_masks(vol["masks"][mod][...], regions)  # (region, z, y, x)
-            box = roi_crop_box(masks.any(axis=0), margin, strides[-1])
+            labels = vol["masks"][mod][...]
+            box = roi_crop_box(in_any_region(labels, regions), margin, strides[-1])
             sl = tuple(slice(a, b) for a, b in box)
             crop_img = decode_array(vol["images"][mod], sl)
-            crop_masks = masks[(slice(None), *sl)]
-            del masks
+            crop_masks = region_masks(labels[sl], regions)  # (region, z, y, x) of the crop
+            del labels
             layers = encoder.activations(crop_img, threads=threads, spacing=(spacing,) * 3)
             g = group.require_group(mod)
             for k, (act, stride) in enumerate(zip(layers, strides, strict=True), start=1):

@@ -68,14 +68,25 @@ def resample_onto(img: sitk.Image, reference: sitk.Image, kind: str) -> sitk.Ima
 
     kind "image": linear interpolation to float32; kind "mask": nearest neighbour, uint8.
     Outside the source image the value is 0. An input already of the output type is not cast
-    (sitk.Cast copies even then: one volume more at the peak).
+    (sitk.Cast copies even then: one volume more at the peak). An input already on the
+    reference grid (`same_grid`) is returned as it is (cast if needed): every output voxel centre
+    is a source voxel centre, so interpolating would only cost time (about 0.2 s per 10^7 voxels).
     """
     if kind not in ("image", "mask"):
         raise ValueError(f"unknown resampling kind {kind!r}")
     pixel, interpolator = ((sitk.sitkFloat32, sitk.sitkLinear) if kind == "image"
                            else (sitk.sitkUInt8, sitk.sitkNearestNeighbor))
     src = img if img.GetPixelID() == pixel else sitk.Cast(img, pixel)
+    if same_grid(src, reference):
+        return src
     return sitk.Resample(src, reference, sitk.Transform(), interpolator, 0, pixel)
+
+
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """Return True if two images have exactly the same voxel grid: size, spacing, origin and
+    direction equal to the bit (no tolerance: a grid shifted by 1e-9 mm is resampled)."""
+    return (a.GetSize() == b.GetSize() and a.GetSpacing() == b.GetSpacing()
+            and a.GetOrigin() == b.GetOrigin() and a.GetDirection() == b.GetDirection())
 
 
 def unit_range_image(img: sitk.Image, where: str) -> tuple[sitk.Image, float, float]:

@@ -18,7 +18,7 @@ from pipelines.exceptions import InputError
 
 __all__ = [
     "DEFAULT_REGION", "MAX_LABEL", "Regions", "check_region_labels", "parse_regions",
-    "read_regions_file", "region_masks", "region_voxel_counts", "stored_labels",
+    "in_any_region", "read_regions_file", "region_masks", "region_voxel_counts", "stored_labels",
     "volume_regions", "regions_text", "union_labels",
 ]
 
@@ -126,6 +126,22 @@ def region_masks(labels: np.ndarray, regions: Regions) -> np.ndarray:
     for r, (_, labs) in enumerate(regions):
         lut[r, list(labs)] = True
     return lut[:, np.asarray(labels, dtype=np.uint8)]
+
+
+def in_any_region(labels: np.ndarray, regions: Regions) -> np.ndarray:
+    """Return a (z, y, x) bool mask of the voxels in at least one region (the union of
+    `region_masks`). When every non-zero label present belongs to a region (as ingest
+    guarantees) this is ``labels != 0``, one vectorised pass instead of a table look-up."""
+    labels = np.asarray(labels)
+    member = np.zeros(MAX_LABEL + 1, dtype=bool)
+    for _, labs in regions:
+        member[list(labs)] = True
+    nonzero = labels != 0
+    present = np.flatnonzero(np.bincount(labels[nonzero].astype(np.intp, copy=False),
+                                         minlength=MAX_LABEL + 1))
+    if member[present].all():
+        return nonzero
+    return member[labels.astype(np.uint8, copy=False)]
 
 
 def region_voxel_counts(labels: np.ndarray, regions: Regions) -> list[int]:

@@ -66,16 +66,24 @@ class SchedulerSpec:
         return max(1, (os.cpu_count() or 1) // self.n_workers)
 
 
+_THREAD_CAP: dict[str, tuple] = {}  # the last cap applied in this process
+
+
 def limit_task_threads(n: int) -> None:
     """Cap the threads of BLAS/OpenMP (threadpoolctl), and of torch and SimpleITK where they are
     loaded, inside a task, so that parallel workers do not oversubscribe the cores."""
     n = max(1, int(n))
-    try:
-        from threadpoolctl import threadpool_limits
+    # threadpoolctl scans every loaded shared library (about 0.15 s): once per process and cap,
+    # and again only when modules were imported since (they may have loaded a new BLAS/OpenMP)
+    key = (os.getpid(), n, len(sys.modules))
+    if _THREAD_CAP.get("key") != key:
+        try:
+            from threadpoolctl import threadpool_limits
 
-        threadpool_limits(n)
-    except Exception:  # pragma: no cover - a task must not die of a thread cap
-        pass
+            threadpool_limits(n)
+        except Exception:  # pragma: no cover - a task must not die of a thread cap
+            pass
+        _THREAD_CAP["key"] = (os.getpid(), n, len(sys.modules))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
     if "SimpleITK" in sys.modules:

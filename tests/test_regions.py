@@ -21,6 +21,7 @@ from pipelines.lake import Lake
 from pipelines.pipeline import run_activations, run_quantify
 from pipelines.regions import (
     check_region_labels,
+    in_any_region,
     parse_regions,
     read_regions_file,
     region_masks,
@@ -85,6 +86,19 @@ def test_region_masks_and_counts_on_a_tiny_label_map():
     np.testing.assert_array_equal(m[1], labels > 0)
     np.testing.assert_array_equal(m[2], labels == 4)
     assert region_voxel_counts(labels, BRATS) == [3, 5, 2]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_in_any_region_is_the_union_of_the_region_masks(seed):
+    """Random small label maps, with and without labels that belong to no region (7)."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(v) for v in rng.integers(1, 9, 3))
+    labels = np.zeros(shape, np.uint8)
+    for _ in range(int(rng.integers(0, 6))):
+        labels[tuple(int(rng.integers(0, s)) for s in shape)] = rng.choice([1, 2, 4, 7])
+    got = in_any_region(labels, BRATS)
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, region_masks(labels, BRATS).any(axis=0))
 
 
 def test_stored_labels_keeps_labels_or_binarises():
