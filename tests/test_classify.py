@@ -16,10 +16,12 @@ from sklearn.metrics import roc_auc_score
 from pipelines.exceptions import InputError
 from pipelines.stats.classify import (
     SMALL_N,
+    _pipeline,
     auc_caveat,
     auc_ci,
     delong_auc_variance,
     median_labeller,
+    permutation_importance_batched,
     rf_leave_pair_out,
     rf_loocv,
     rf_oob,
@@ -428,3 +430,27 @@ def test_score_group_survival_matches_direct_calls():
     assert raw.cutoff == pytest.approx(np.median(score))
     assert abs(raw.logrank.n_low - raw.logrank.n_high) <= 1
     assert set(res.summary()) >= {"rho", "p", "hr", "hr_low_vs_high"}
+
+
+@pytest.mark.parametrize("n,p,trees,repeats,seed", [
+    (40, 7, 30, 3, 0), (60, 25, 20, 5, 1), (25, 3, 10, 1, 2), (31, 12, 15, 2, 3)])
+def test_batched_permutation_importance_equals_sklearns_to_the_bit(n, p, trees, repeats, seed,
+                                                                  monkeypatch):
+    """Same permutations, same forest scores, same AUCs: equal arrays, not close ones (with
+    missing values imputed by the pipeline, and batches that split the features)."""
+    from sklearn.inspection import permutation_importance
+
+    import pipelines.stats.classify as classify
+
+    monkeypatch.setattr(classify, "PERMUTATION_BATCH_ROWS", 3 * n * repeats)
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, p)), columns=[f"f{i}" for i in range(p)])
+    X.iloc[rng.integers(0, n, 4), rng.integers(0, p, 4)] = np.nan
+    y = (X["f0"].fillna(0) + rng.normal(size=n) > 0).astype(int).to_numpy()
+    model = _pipeline(None, seed, trees, None).fit(X, y)
+    want = permutation_importance(model, X, y, scoring="roc_auc", n_repeats=repeats,
+                                  random_state=seed, n_jobs=1)
+    got = permutation_importance_batched(model, X, y, n_repeats=repeats, random_state=seed)
+    np.testing.assert_array_equal(got["importances"], want.importances)
+    np.testing.assert_array_equal(got["importances_mean"], want.importances_mean)
+    np.testing.assert_array_equal(got["importances_std"], want.importances_std)
