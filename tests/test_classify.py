@@ -20,6 +20,7 @@ from pipelines.stats.classify import (
     auc_caveat,
     auc_ci,
     delong_auc_variance,
+    forest_proba,
     median_labeller,
     permutation_importance_batched,
     rf_leave_pair_out,
@@ -454,3 +455,17 @@ def test_batched_permutation_importance_equals_sklearns_to_the_bit(n, p, trees, 
     np.testing.assert_array_equal(got["importances"], want.importances)
     np.testing.assert_array_equal(got["importances_mean"], want.importances_mean)
     np.testing.assert_array_equal(got["importances_std"], want.importances_std)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_forest_proba_equals_predict_proba_to_the_bit(seed):
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(seed)
+    n, p = int(rng.integers(10, 80)), int(rng.integers(1, 30))
+    X = rng.normal(size=(n, p))
+    y = rng.integers(0, 2 + seed % 2, n)  # two or three classes
+    rf = RandomForestClassifier(n_estimators=int(rng.integers(1, 40)), random_state=seed,
+                                max_features="sqrt", n_jobs=1).fit(X, y)
+    for rows in (X[:1], X, rng.normal(size=(7, p)), np.asfortranarray(X)):
+        np.testing.assert_array_equal(forest_proba(rf, rows), rf.predict_proba(rows))

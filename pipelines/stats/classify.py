@@ -261,7 +261,28 @@ def _proba1(model, X) -> np.ndarray:
         return np.zeros(len(X))
     if len(classes) == 1:
         return np.ones(len(X))
+    if isinstance(model, Pipeline) and isinstance(model[-1], RandomForestClassifier):
+        return forest_proba(model[-1], model[:-1].transform(X))[:, classes.index(1)]
     return model.predict_proba(X)[:, classes.index(1)]
+
+
+def forest_proba(forest: RandomForestClassifier, X) -> np.ndarray:
+    """Return `forest.predict_proba(X)`, the same to the bit, without its per-tree overhead.
+
+    (n_samples, n_classes) float64. sklearn sums the trees' leaf class fractions in tree order
+    (through joblib and a lock, even with n_jobs=1) and divides by the number of trees; the same
+    sum over ``tree_.predict`` of the float32 input takes a tenth of the time for a single row,
+    which is what each leave-one-out fold predicts.
+    """
+    X32 = np.asarray(X, dtype=np.float32)
+    if X32.ndim != 2 or X32.shape[1] != forest.n_features_in_:
+        return forest.predict_proba(X)  # let sklearn raise its own error
+    k = int(forest.n_classes_)
+    out = np.zeros((X32.shape[0], k), dtype=np.float64)
+    for tree in forest.estimators_:
+        out += tree.tree_.predict(X32)[:, :k]
+    out /= len(forest.estimators_)
+    return out
 
 
 def _impurity(model: Pipeline, n_features: int) -> np.ndarray:
