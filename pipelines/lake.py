@@ -278,12 +278,17 @@ class Lake:
     def table_names(self) -> list[str]:
         """Return the names of the tables that exist in the lake (with a Delta log)."""
         base = self.path(TABLES)
+        # delta-rs creates tables without fsspec, so an object store's cached listings (s3fs
+        # shares them between instances) would hide tables made since: list afresh
+        self.fs.invalidate_cache(base)
         if not self.fs.exists(base):
             return []
         out = []
         for p in self.fs.ls(base, detail=False):
             name = p.rstrip("/").rsplit("/", 1)[-1]
-            if not name.startswith(".") and self.fs.exists(f"{p.rstrip('/')}/_delta_log"):
+            log_dir = f"{p.rstrip('/')}/_delta_log"
+            self.fs.invalidate_cache(log_dir)
+            if not name.startswith(".") and self.fs.exists(log_dir):
                 out.append(name)
         return sorted(out)
 

@@ -180,6 +180,28 @@ def test_concurrent_commits_to_one_table_all_land(lake_url):
     assert sorted(got["patient_id"]) == [f"Q{i:03d}" for i in range(6)]
 
 
+def test_tables_made_during_a_run_are_in_its_recorded_versions(lake_url):
+    """A run that creates a table records its version, and --as-of that run sees its rows. On
+    S3 the listing of tables/ is cached by s3fs while delta-rs creates tables behind its back;
+    the run log once recorded {"clinical": 0} and an --as-of query returned no rows."""
+    lake = Lake(lake_url)
+    lake.ensure()
+    clinical = pd.DataFrame({"patient_id": ["Q001"], "age": [40.0], "gender": ["F"],
+                             "grade": ["GBM"], "survival_days": [300.0], "event": [1]})
+    lake.upsert_table("clinical", clinical)
+    assert lake.table_names() == ["clinical"]  # lists (and caches) tables/
+    with lake.run("test", {}) as run:
+        lake.upsert_table("immune_markers", pd.DataFrame(
+            {"patient_id": ["Q001"], "marker": ["t_cells_cd8"], "value": [0.1]}),
+            run_id=run.run_id)
+    assert {"clinical", "immune_markers", "runs"} <= set(Lake(lake_url).table_names())
+    runs = lake.runs()
+    ok = runs[(runs["run_id"] == run.run_id) & (runs["status"] == "ok")]
+    assert "immune_markers" in json.loads(ok["table_versions"].iloc[0])
+    got = run_query(lake, "SELECT count(*) AS n FROM immune_markers", as_of=run.run_id)
+    assert int(got["n"].iloc[0]) == 1
+
+
 def test_a_killed_ingest_leaves_no_staging_after_the_next_run(tmp_path):
     root = tmp_path / "c"
     manifest = make_cohort_files(root, n=3, shape=(40, 64, 64), spacing=(1.0, 1.0, 1.0))
