@@ -8,7 +8,8 @@ COHORT_DIR is a folder written by `drlake synth` (manifest.csv, regions.toml, cl
 immune.csv, expression.tsv), e.g. `drlake synth /tmp/cohort151 --patients 151 --size paper
 --biopsy-patients 0`; the cohort is not generated here (that is not part of the study's time).
 
-Each worker count starts from an empty lake (the lake folder is removed first) and runs ingest,
+With the ingest stage, each worker count starts from an empty lake (the folder is removed first;
+without it the stages run on the lake as it is) and runs ingest,
 activations, quantify and analyze on a fresh dask LocalCluster of that many worker processes (one
 thread each; a new cluster per stage, so that each worker's peak resident memory, read from the
 worker itself, is the stage's own), then the report in this process. Analyze runs with the
@@ -65,6 +66,8 @@ def run_study(cohort: Path, lake_url: str, workers: int, analyze_kw: dict,
 
     lake = Lake(lake_url)
     rows, state = [], {}
+    if "ingest" not in stages and "activations" not in stages:
+        print("  (no ingest / activations: analysing the lake as it is)", flush=True)
 
     def stage(name, fn):
         out, seconds, rss = on_cluster(workers, fn)
@@ -141,7 +144,8 @@ def main() -> None:
                   if v is not None}
     rows = []
     for w in args.workers:
-        shutil.rmtree(args.lake, ignore_errors=True)
+        if "ingest" in args.stages:  # a study from the files: start from an empty lake
+            shutil.rmtree(args.lake, ignore_errors=True)
         print(f"{w} worker(s), lake {args.lake}:", flush=True)
         rows += run_study(args.cohort, args.lake, w, analyze_kw, tuple(args.stages))
     import pandas as pd
