@@ -213,8 +213,20 @@ def feature_set(data: CohortData, name: str) -> pd.DataFrame:
 
 
 # ---- tasks (each returns a small picklable result) -------------------------------------------
+def survival_evaluations(settings: AnalyzeSettings) -> tuple[str, ...]:
+    """Return the evaluations of the survival classifiers these settings run, in table order."""
+    evs = ["loocv", "split"]
+    if settings.cv_repeats > 0:
+        evs.append("repeated_cv")
+    if settings.lpo_pairs > 0:
+        evs.append("leave_pair_out")
+    return tuple(evs)
+
+
 def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: AnalyzeSettings,
-                              set_name: str) -> dict:
+                              set_name: str, evaluation: str) -> dict:
+    """One evaluation of one feature set's survival forests (one Dask task: the evaluations are
+    independent, each seeded by settings.seed, so splitting them keeps every number)."""
     from pipelines.stats.classify import (
         rf_leave_pair_out,
         rf_loocv,
@@ -231,9 +243,11 @@ def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: An
     out = {}
     common = dict(seed=settings.seed, n_estimators=settings.trees, protocol=settings.protocol,
                   permutation_repeats=settings.permutation_repeats)
-    out["loocv"] = rf_loocv(X, y, **common)
-    out["split"] = rf_split(X, y, train_pos, test_pos, **common)
-    if settings.cv_repeats > 0:
+    if evaluation == "loocv":
+        out["loocv"] = rf_loocv(X, y, **common)
+    elif evaluation == "split":
+        out["split"] = rf_split(X, y, train_pos, test_pos, **common)
+    elif evaluation == "repeated_cv":
         try:
             out["repeated_cv"] = rf_repeated_cv(
                 X, y, seed=settings.seed, n_estimators=settings.trees,
@@ -241,13 +255,16 @@ def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: An
                 protocol=settings.protocol)
         except InputError as exc:  # too few patients of a class for k folds
             log.debug("repeated CV %s: %s", set_name, exc)
-    pairs = None
-    if settings.lpo_pairs > 0:
-        try:
-            pairs = rf_leave_pair_out(X, y, seed=settings.seed, n_estimators=settings.trees,
-                                      protocol=settings.protocol, max_pairs=settings.lpo_pairs)
+    elif evaluation == "leave_pair_out":
+        try:  # an AUC over pairs: no per-patient scores or importances
+            return {"set": set_name, "leave_pair_out": rf_leave_pair_out(
+                X, y, seed=settings.seed, n_estimators=settings.trees,
+                protocol=settings.protocol, max_pairs=settings.lpo_pairs)}
         except InputError as exc:  # fewer than two patients of a class
             log.debug("leave-pair-out %s: %s", set_name, exc)
+            return {"set": set_name}
+    else:  # pragma: no cover - survival_evaluations names them
+        raise ValueError(f"unknown evaluation {evaluation!r}")
     for ev, res in list(out.items()):
         idx = res.scores.index
         try:
@@ -256,8 +273,6 @@ def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: An
         except Exception as exc:  # too few patients in a predicted group: report NaN
             log.debug("score survival %s %s: %s", set_name, ev, exc)
             out[ev + "_surv"] = {}
-    if pairs is not None:  # an AUC over pairs: no per-patient scores or importances
-        out["leave_pair_out"] = pairs
     return {"set": set_name, **out}
 
 
@@ -356,9 +371,9 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
         # 4-6. classifiers as Dask tasks
         tasks = [
             dask.delayed(_survival_classifier_task, pure=False)(
-                feature_set(data, s), time_, event, train_pos, test_pos, settings, s,
-                dask_key_name=f"survival-rf-{s}")
-            for s in FEATURE_SETS
+                feature_set(data, s), time_, event, train_pos, test_pos, settings, s, ev,
+                dask_key_name=f"survival-rf-{s}-{ev}")
+            for s in FEATURE_SETS for ev in survival_evaluations(settings)
         ]
         mods = sorted({_split_feature(c)[0] for c in data.drf.columns})
         for mk in data.markers.columns:
@@ -368,7 +383,11 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
                     data.drf[cols], data.markers[mk], train_pos, test_pos, settings, mk, mod,
                     dask_key_name=f"marker-rf-{mk}-{mod}"))
         results = run_tasks(tasks, sched, desc="analyze: random forests", progress=progress)
-        surv = [r for r in results if "set" in r]
+        merged: dict[str, dict] = {}  # feature set -> its evaluations, in FEATURE_SETS order
+        for r in results:
+            if "set" in r:
+                merged.setdefault(r["set"], {"set": r["set"]}).update(r)
+        surv = list(merged.values())
         mark = [r for r in results if "marker" in r]
         imputed = pd.Series(impute_censored_survival(time_.to_numpy(), event.to_numpy()),
                             index=time_.index)
