@@ -137,6 +137,8 @@ class DeltaTableStore:
         part = [c for c in self.schema.partition_by]
         partitioning = (pads.partitioning(pa.schema([schema.field(c) for c in part]),
                                           flavor="hive") if part else None)
+        if not _is_local(self.fs):
+            forget_listings(self.fs, self.path)
         fs = (LocalFileSystem() if _is_local(self.fs)
               else PyFileSystem(FSSpecHandler(self.fs)))
         return pads.dataset(files, schema=schema, format="parquet", filesystem=fs,
@@ -385,6 +387,23 @@ class DeltaTableStore:
             return 24 * 365 * 100
         age_h = max(0.0, time.time() - ts) / 3600.0
         return int(age_h) + 2
+
+
+def forget_listings(fs, path: str) -> None:
+    """Drop an object store's cached directory listings of `path`, its parents and everything
+    under it.
+
+    s3fs caches listings (shared between instances) and then reports a file that is not in a
+    cached listing as missing. Table files are written by delta-rs (and by other processes)
+    behind fsspec's back, and the Delta log already says which files exist, so a listing cached
+    before a commit must not decide whether a file of that commit can be opened.
+    """
+    fs.invalidate_cache(path)
+    cache = getattr(fs, "dircache", None)
+    if cache:
+        root = fs._strip_protocol(path).rstrip("/")
+        for key in [k for k in list(cache) if k == root or k.startswith(root + "/")]:
+            cache.pop(key, None)
 
 
 def _is_local(fs) -> bool:
