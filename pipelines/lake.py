@@ -45,7 +45,7 @@ from zarr.codecs import ZstdCodec
 from pipelines import __version__
 from pipelines.exceptions import InputError, LakeError
 from pipelines.schemas import load_schema
-from pipelines.tables import DeltaTableStore, delta_storage_options
+from pipelines.tables import DeltaTableStore, delta_storage_options, forget_listings
 
 # The layout (folders relative to the lake root); nothing outside this module names them.
 VOLUMES = "volumes"
@@ -280,15 +280,13 @@ class Lake:
         base = self.path(TABLES)
         # delta-rs creates tables without fsspec, so an object store's cached listings (s3fs
         # shares them between instances) would hide tables made since: list afresh
-        self.fs.invalidate_cache(base)
+        forget_listings(self.fs, base)
         if not self.fs.exists(base):
             return []
         out = []
         for p in self.fs.ls(base, detail=False):
             name = p.rstrip("/").rsplit("/", 1)[-1]
-            log_dir = f"{p.rstrip('/')}/_delta_log"
-            self.fs.invalidate_cache(log_dir)
-            if not name.startswith(".") and self.fs.exists(log_dir):
+            if not name.startswith(".") and self.fs.exists(f"{p.rstrip('/')}/_delta_log"):
                 out.append(name)
         return sorted(out)
 

@@ -83,7 +83,7 @@ def limit_task_threads(n: int) -> None:
             threadpool_limits(n)
         except Exception:  # pragma: no cover - a task must not die of a thread cap
             pass
-        _THREAD_CAP["key"] = (os.getpid(), n, len(sys.modules))
+        _THREAD_CAP["key"] = (os.getpid(), n, len(sys.modules))  # after threadpoolctl's import
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
     if "SimpleITK" in sys.modules:
