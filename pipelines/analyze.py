@@ -223,6 +223,24 @@ def survival_evaluations(settings: AnalyzeSettings) -> tuple[str, ...]:
     return tuple(evs)
 
 
+def _associations_task(drf: pd.DataFrame, markers: pd.DataFrame,
+                       alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (Spearman, Wilcoxon) tables of DRFs vs immune markers (seed 000, Fig. 2-3)."""
+    from pipelines.stats.association import spearman_matrix, wilcoxon_groups
+
+    return (_with_modality(spearman_matrix(drf, markers, alpha=alpha)),
+            _with_modality(wilcoxon_groups(drf, markers, alpha=alpha)))
+
+
+def _survival_table_task(feats: pd.DataFrame, time_: pd.Series, event: pd.Series, alpha: float,
+                         km_median: str) -> pd.DataFrame:
+    """Return the per-feature log-rank / Cox table (seed 000, Table 2)."""
+    from pipelines.stats.survival import survival_table
+
+    return survival_table(feats, time_, event, categorical=("gender",), alpha=alpha,
+                          median_definition=km_median)
+
+
 def _survival_classifier_task(X, time_, event, train_pos, test_pos, settings: AnalyzeSettings,
                               set_name: str, evaluation: str) -> dict:
     """One evaluation of one feature set's survival forests (one Dask task: the evaluations are
@@ -311,11 +329,10 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
                 sched: SchedulerSpec | None = None, progress: bool = True,
                 force: bool = False) -> dict:
     """Run every analysis and write the results tables; return the run id and a summary."""
-    from pipelines.stats.association import spearman_matrix, wilcoxon_groups
     from pipelines.stats.classify import EVALUATION_NAMES, auc_caveat
     from pipelines.stats.multiple_testing import holm_adjust
     from pipelines.stats.splits import train_test_split_ids
-    from pipelines.stats.survival import impute_censored_survival, survival_table
+    from pipelines.stats.survival import impute_censored_survival
 
     settings = settings or AnalyzeSettings()
     sched = sched or SchedulerSpec()
@@ -340,33 +357,18 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
 
     with lake.run("analyze", params, input_fingerprints={"cohort": fp}) as run:
         rid = run.run_id
-        # 1-2. associations on the training set
-        sp = _with_modality(spearman_matrix(data.drf.loc[train], data.markers.loc[train],
-                                            alpha=settings.alpha))
-        wx = _with_modality(wilcoxon_groups(data.drf.loc[train], data.markers.loc[train],
-                                            alpha=settings.alpha))
-        for df in (sp, wx):
-            df.insert(0, "encoder", data.encoder)
-            df.insert(0, "run_id", rid)
-        lake.append_rows("results_spearman", sp, run_id=rid)
-        lake.append_rows("results_wilcoxon", wx, run_id=rid)
-
-        # 3. survival, per feature, on the training set
+        # 1-3. associations and per-feature survival on the training set, as Dask tasks of
+        # the same graph as the forests (they run beside them instead of before them)
         feats = pd.concat([data.drf, clinical_features(data.clinical)[["age"]],
                            data.clinical[["gender"]], data.markers], axis=1).loc[train]
-        st = survival_table(feats, time_.loc[train], event.loc[train], categorical=("gender",),
-                            alpha=settings.alpha, median_definition=settings.km_median)
-        kinds = {c: "drf" for c in data.drf.columns}
-        kinds.update(age="clinical", gender="clinical")
-        kinds.update({c: "immune" for c in data.markers.columns})
-        st = _with_modality(st)
-        st.insert(0, "kind", [kinds[m + "__" + f if m else f]
-                              for m, f in zip(st["modality"], st["feature"], strict=True)])
-        st.insert(0, "run_id", rid)
-        # a Kaplan-Meier median that is never reached (or an unbounded CI) is stored as NULL
-        num = st.select_dtypes("number").columns
-        st[num] = st[num].replace([np.inf, -np.inf], np.nan)
-        lake.append_rows("results_survival", st, run_id=rid)
+        stat_tasks = [
+            dask.delayed(_associations_task, pure=False)(
+                data.drf.loc[train], data.markers.loc[train], settings.alpha,
+                dask_key_name="associations"),
+            dask.delayed(_survival_table_task, pure=False)(
+                feats, time_.loc[train], event.loc[train], settings.alpha, settings.km_median,
+                dask_key_name="survival-table"),
+        ]
 
         # 4-6. classifiers as Dask tasks
         tasks = [
@@ -382,7 +384,26 @@ def run_analyze(lake: Lake, settings: AnalyzeSettings | None = None,
                 tasks.append(dask.delayed(_marker_task, pure=False)(
                     data.drf[cols], data.markers[mk], train_pos, test_pos, settings, mk, mod,
                     dask_key_name=f"marker-rf-{mk}-{mod}"))
-        results = run_tasks(tasks, sched, desc="analyze: random forests", progress=progress)
+        results = run_tasks(stat_tasks + tasks, sched, desc="analyze: statistics and forests",
+                            progress=progress)
+        (sp, wx), st = results[:2]
+        results = results[2:]
+        for df in (sp, wx):
+            df.insert(0, "encoder", data.encoder)
+            df.insert(0, "run_id", rid)
+        lake.append_rows("results_spearman", sp, run_id=rid)
+        lake.append_rows("results_wilcoxon", wx, run_id=rid)
+        kinds = {c: "drf" for c in data.drf.columns}
+        kinds.update(age="clinical", gender="clinical")
+        kinds.update({c: "immune" for c in data.markers.columns})
+        st = _with_modality(st)
+        st.insert(0, "kind", [kinds[m + "__" + f if m else f]
+                              for m, f in zip(st["modality"], st["feature"], strict=True)])
+        st.insert(0, "run_id", rid)
+        # a Kaplan-Meier median that is never reached (or an unbounded CI) is stored as NULL
+        num = st.select_dtypes("number").columns
+        st[num] = st[num].replace([np.inf, -np.inf], np.nan)
+        lake.append_rows("results_survival", st, run_id=rid)
         merged: dict[str, dict] = {}  # feature set -> its evaluations, in FEATURE_SETS order
         for r in results:
             if "set" in r:

@@ -177,7 +177,7 @@ def run_demo(
     echo("[5/7] analyze: correlations, Wilcoxon, log-rank, random forests (demo-sized forests)")
     from pipelines.analyze import AnalyzeSettings, run_analyze
 
-    an = run_analyze(lake, AnalyzeSettings(encoder=act["encoder"], trees=100, marker_trees=50,
+    an = run_analyze(lake, AnalyzeSettings(encoder=act["encoder"], trees=50, marker_trees=50,
                                            marker_cv="oob", permutation_repeats=1,
                                            cv_repeats=3),
                      SchedulerSpec("processes"))

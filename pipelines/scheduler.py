@@ -118,6 +118,11 @@ def run_tasks(
     kwargs = {"scheduler": spec.scheduler}
     if spec.scheduler != "sync":
         kwargs["num_workers"] = spec.n_workers
+    if spec.scheduler == "processes":
+        # dask's process pool hands out 6 tasks per batch by default; our tasks are coarse
+        # (a patient, an analysis), so a batch of six heavy ones on one worker left the other
+        # idle: one task at a time balances them
+        kwargs["chunksize"] = 1
     try:
         with _TqdmCallback(bar, keys):
             results = list(dask.compute(*tasks, **kwargs))

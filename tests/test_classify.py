@@ -469,3 +469,20 @@ def test_forest_proba_equals_predict_proba_to_the_bit(seed):
                                 max_features="sqrt", n_jobs=1).fit(X, y)
     for rows in (X[:1], X, rng.normal(size=(7, p)), np.asfortranarray(X)):
         np.testing.assert_array_equal(forest_proba(rf, rows), rf.predict_proba(rows))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tree_proba1_equals_predict_proba_to_the_bit(seed):
+    from sklearn.tree import DecisionTreeClassifier
+
+    from pipelines.stats.classify import _tree_proba1
+
+    rng = np.random.default_rng(seed)
+    n, p = int(rng.integers(8, 60)), int(rng.integers(1, 20))
+    X = rng.normal(size=(n, p))
+    y = rng.integers(0, 2, n) if seed < 3 else np.ones(n, dtype=int)  # one class: all ones
+    tree = DecisionTreeClassifier(random_state=seed, max_features="sqrt").fit(X, y)
+    for rows in (X[:1], X, rng.normal(size=(5, p))):
+        want = (tree.predict_proba(rows)[:, list(tree.classes_).index(1)]
+                if len(tree.classes_) > 1 else np.ones(len(rows)))
+        np.testing.assert_array_equal(_tree_proba1(tree, rows), want)

@@ -40,7 +40,6 @@ import pandas as pd
 from scipy import stats
 from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.impute import SimpleImputer
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -48,6 +47,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from pipelines.exceptions import InputError
 from pipelines.stats.association import MedianSplit, numeric_column
+from pipelines.stats.impute import MedianImputer
 from pipelines.stats.splits import loo_folds
 from pipelines.stats.survival import (
     LogrankResult,
@@ -247,8 +247,7 @@ def _check_X(X) -> pd.DataFrame:
 def _pipeline(preprocess, seed: int, n_estimators: int, rf_params: dict | None) -> Pipeline:
     """Return an unfitted (preprocess, random forest) pipeline; preprocess defaults to median
     imputation (a no-op on complete data)."""
-    prep = (SimpleImputer(strategy="median", keep_empty_features=True) if preprocess is None
-            else clone(preprocess))
+    prep = MedianImputer() if preprocess is None else clone(preprocess)
     params = {"max_features": "sqrt", **(rf_params or {})}
     rf = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1, **params)
     return Pipeline([("prep", prep), ("rf", rf)])
@@ -264,6 +263,24 @@ def _proba1(model, X) -> np.ndarray:
     if isinstance(model, Pipeline) and isinstance(model[-1], RandomForestClassifier):
         return forest_proba(model[-1], model[:-1].transform(X))[:, classes.index(1)]
     return model.predict_proba(X)[:, classes.index(1)]
+
+
+def _take(rows, idx):
+    """Return the rows `idx` of an array or DataFrame."""
+    return rows[idx] if isinstance(rows, np.ndarray) else rows.iloc[idx]
+
+
+def _tree_proba1(tree: DecisionTreeClassifier, X) -> np.ndarray:
+    """Return P(label = 1) of a fitted tree, `_proba1(tree, X)` to the bit without sklearn's
+    per-call input validation (``tree_.predict`` of the float32 input is what predict_proba
+    returns for one output)."""
+    classes = list(tree.classes_)
+    if 1 not in classes:
+        return np.zeros(len(X))
+    if len(classes) == 1:
+        return np.ones(len(X))
+    X32 = np.asarray(X, dtype=np.float32)
+    return tree.tree_.predict(X32)[:, classes.index(1)].astype(np.float64)
 
 
 def forest_proba(forest: RandomForestClassifier, X) -> np.ndarray:
@@ -400,7 +417,8 @@ def rf_loocv(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = N_ESTIMATORS
     (array, or Series on X's index) or a label rule ``make_labels(train_idx) -> labels of all
     rows`` (see the module docstring and ``protocol``). ``preprocess``: an unfitted sklearn
     transformer that keeps the columns, cloned and fitted on each fold's training rows (both
-    protocols); None means median imputation (``SimpleImputer(strategy="median")``).
+    protocols); None means median imputation (:class:`MedianImputer`, the values of
+    ``SimpleImputer(strategy="median", keep_empty_features=True)``).
     ``rf_params``: extra ``RandomForestClassifier`` arguments (``max_features`` defaults to
     "sqrt").
 
@@ -647,28 +665,30 @@ def rf_oob(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = 100,
     n = len(X)
     rule = _label_rule(y, X)
     labels_all = rule(np.arange(n))
-    prep0 = (SimpleImputer(strategy="median", keep_empty_features=True) if preprocess is None
-             else preprocess)
     params = {"max_features": "sqrt", **(rf_params or {})}
     rng = np.random.default_rng(seed)
     n_trees = max(int(n_estimators), 50)
     seeds = rng.integers(0, 2**31 - 1, n_trees)
     total, count = np.zeros(n), np.zeros(n)
     impurity = np.zeros(X.shape[1])
+    A = X.to_numpy(dtype=np.float64)
     for b in range(n_trees):
         boot = rng.integers(0, n, n)
         inbag = np.unique(boot)
         oob = np.setdiff1d(np.arange(n), inbag)
         lab = labels_all if protocol == "paper" else rule(inbag)
-        prep = clone(prep0).fit(X.iloc[inbag])
+        if preprocess is None:  # numpy rows: no pandas indexing or clone per tree
+            prep, rows = MedianImputer().fit(A[inbag]), A
+        else:
+            prep, rows = clone(preprocess).fit(X.iloc[inbag]), X
         tree = DecisionTreeClassifier(random_state=int(seeds[b]), **params)
-        tree.fit(prep.transform(X.iloc[boot]), lab[boot])
+        tree.fit(prep.transform(_take(rows, boot)), lab[boot])
         imp = tree.feature_importances_
         if imp.size != X.shape[1]:
             raise InputError("preprocess must keep one output column per input feature")
         impurity += imp
         if oob.size:
-            total[oob] += _proba1(tree, prep.transform(X.iloc[oob]))
+            total[oob] += _tree_proba1(tree, prep.transform(_take(rows, oob)))
             count[oob] += 1
     ok = count > 0
     scores = total[ok] / count[ok]
