@@ -389,6 +389,12 @@ def run(
     scheduler: Annotated[
         str, typer.Option(help="threads | processes | sync | a cluster address tcp://host:8786")
     ] = "threads",
+    settings_ref: Annotated[str | None, typer.Option(
+        "--settings",
+        help="IBSI settings: a preset (paper; ibsi1-ct-A .. ibsi1-ct-E, ibsi1-digital-phantom) "
+             "or a TOML/YAML file, or a PyRadiomics parameter file: the whole IBSI chain of "
+             "`drlake quantify` on every map (with --encoder identity: on the lake's volumes in "
+             "source units); --bin-count, --bin-size and --families override it")] = None,
     force: Annotated[bool, typer.Option(help="recompute even when outputs are current")] = False,
 ):
     """Run the pipeline: [ingest ->] activations -> quantify, then print the DRF table's shape."""
@@ -411,11 +417,20 @@ def run(
     elif any(v is not None for v in (label, roi, regions, regions_file)):
         raise InputError("--label, --roi and --regions apply to ingest: give a MANIFEST too")
     spec = _encoder_spec(encoder, seed, blocks, encoder_config, lk)
-    settings = QuantifySettings(
-        bin_count=None if bin_size is not None else (bin_count or 32), bin_size=bin_size,
-        aggregation=aggregation.value, shape=shape,
-        families=_families(families, with_shape=False) if families else None,
-    )
+    if settings_ref is not None:
+        from pipelines.processing import settings_from_options
+
+        processing = settings_from_options(settings_ref, families=families, bin_count=bin_count,
+                                           bin_size=bin_size)
+        settings = QuantifySettings(processing=processing)
+        typer.echo(f"settings {processing.name} (sha256 {processing.sha256[:12]}): "
+                   f"{', '.join(processing.families)}; {'; '.join(processing.aggregations)}")
+    else:
+        settings = QuantifySettings(
+            bin_count=None if bin_size is not None else (bin_count or 32), bin_size=bin_size,
+            aggregation=aggregation.value, shape=shape,
+            families=_families(families, with_shape=False) if families else None,
+        )
     act = run_activations(lk, spec, sched, cohort=cohort, force=force)
     typer.echo(f"activations: encoder {act['encoder']}: {act['computed']} computed, "
                f"{act['skipped']} unchanged")

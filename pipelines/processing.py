@@ -67,8 +67,8 @@ class ImageProcessing:
     re-segmentation lower bound, else the ROI minimum). ivh: "texture" (the texture levels),
     "none" (discrete intensities, w = 1), "fbn" (ivh_bin_count) or "fbs" (ivh_bin_size).
     aggregations: texture aggregations (:data:`AGGREGATIONS`). families: feature families
-    (``pipelines.features.extract.ALL_FAMILIES`` plus "morph_intensity"). ``name`` labels the
-    settings and is not hashed.
+    (``pipelines.features.extract.ALL_FAMILIES`` plus "morph_intensity"; "all": every one).
+    ``name`` labels the settings and is not hashed.
     """
 
     name: str = "custom"
@@ -138,6 +138,8 @@ class ImageProcessing:
             raise InputError(f"settings {self.name}: aggregations {bad or '[]'}; choose from "
                              f"{AGGREGATIONS}")
         fams = (self.families,) if isinstance(self.families, str) else tuple(self.families)
+        if fams == ("all",):  # every family, intensity morphology included
+            fams = tuple(REGISTRY)
         put(self, "families", tuple(dict.fromkeys(fams)))
         unknown = [f for f in self.families if f not in REGISTRY]
         if unknown or not self.families:

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.exceptions import InputError, LakeError
-from pipelines.lake import Lake, canonical_json, sha256_text
+from pipelines.lake import Lake, canonical_json, decode_array, sha256_text
+from pipelines.processing import ImageProcessing
 from pipelines.scheduler import limit_task_threads
 
 log = logging.getLogger("drlake.quantify")
@@ -42,6 +43,12 @@ class QuantifySettings:
     bin_count: fixed bin number (IBSI FBN, the paper's 32); bin_size: fixed bin size (FBS) in the
     map's units instead. aggregation: GLCM "averaged" over 13 directions or "merged". shape:
     "paper" (volume, surface area, fractal dimension, porosity), "all" IBSI morphology, or "none".
+
+    processing: IBSI settings (:class:`pipelines.processing.ImageProcessing`, from ``drlake run
+    --settings``): the whole IBSI chain of ``drlake quantify`` runs on every map and region, and
+    its families, discretisation and aggregations replace the five options above. For the
+    identity encoder the chain reads the lake's volume in source intensity units (see
+    :func:`source_intensities`), so that a lake reproduces ``drlake quantify`` of its files.
     """
 
     bin_count: int | None = 32
@@ -51,6 +58,7 @@ class QuantifySettings:
     # "firstorder", for a filter bank, as IBSI 2 asks)
     families: tuple[str, ...] | None = None
     shape: str = "paper"
+    processing: ImageProcessing | None = None
 
     def __post_init__(self):
         if (self.bin_count is None) == (self.bin_size is None):
@@ -68,10 +76,16 @@ class QuantifySettings:
             raise InputError(f"unknown feature families {bad}; choose from {TEXTURE_FAMILIES}")
         if self.shape not in ("paper", "all", "none"):
             raise InputError(f"shape must be paper, all or none, got {self.shape!r}")
+        if self.processing is not None and not isinstance(self.processing, ImageProcessing):
+            raise InputError("processing must be IBSI settings (pipelines.processing."
+                             f"ImageProcessing), got {type(self.processing).__name__}")
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["families"] = list(self.families) if self.families is not None else None
+        d.pop("processing")
+        if self.processing is not None:  # absent otherwise: earlier fragments keep their hash
+            d["processing"] = {**self.processing.as_dict(), "sha256": self.processing.sha256}
         return d
 
 
@@ -125,7 +139,7 @@ def map_feature_rows(act: np.ndarray, mask: np.ndarray, spacing_mm: float,
 def resolved_settings(settings: QuantifySettings, attrs: dict) -> QuantifySettings:
     """Return the settings with families None replaced by the encoder's default families (from
     an activations group's attributes; the paper's four where the encoder names none)."""
-    if settings.families is not None:
+    if settings.families is not None or settings.processing is not None:
         return settings
     fams = (attrs.get("encoder") or {}).get("default_families") or DEFAULT_FAMILIES
     return replace(settings, families=tuple(fams))
@@ -140,6 +154,92 @@ def region_stack(mask: np.ndarray) -> np.ndarray:
     """Return a layer's mask as a (region, z, y, x) bool stack (an old (z, y, x) mask: 1 region)."""
     mask = np.asarray(mask).astype(bool)
     return mask[None] if mask.ndim == 3 else mask
+
+
+def stored_feature_name(tag: str, aggregation: str, processing: ImageProcessing) -> str:
+    """Return the ``feature`` value of a processed feature in the long table: the IBSI tag, with
+    ``|<aggregation words>`` appended when the settings ask for several aggregations (e.g.
+    ``cm_joint_max|3D, merged``; whole-ROI features never carry one)."""
+    return f"{tag}|{aggregation}" if aggregation and len(processing.aggregations) > 1 else tag
+
+
+def source_intensities(unit: np.ndarray, vol_attrs: dict, modality: str) -> np.ndarray:
+    """Return a lake volume's [0, 1] intensities in the source's units (float64, same shape).
+
+    Ingest stored ``(s - low) / (high - low)`` (clipped) with low / high recorded in source units
+    (``preprocessing`` step "normalise"). Where ingest kept the source grid (no resampling) and
+    the source pixels are integers, the values are rounded back to those integers, so that
+    intensity ranges and fixed bin sizes see exactly the source's values (float32 storage alone
+    is off by about 1e-7 of the range).
+    """
+    norm = next(st for st in vol_attrs["preprocessing"] if st["step"] == "normalise")
+    p = norm["per_modality"][modality]
+    low, high = float(p["low"]), float(p["high"])
+    out = low + unit.astype(np.float64) * (high - low)
+    src = (vol_attrs.get("source") or {}).get(modality) or {}
+    native = (list(src.get("size_xyz") or []) == list(reversed(unit.shape))
+              and np.allclose(src.get("spacing_xyz") or [np.nan] * 3,
+                              list(reversed(vol_attrs["spacing_zyx"])), rtol=0, atol=1e-9))
+    pixel = str(src.get("pixel_type", ""))
+    if native and "integer" in pixel.lower():
+        np.rint(out, out=out)
+    return out
+
+
+def _sitk_image(arr: np.ndarray, spacing_zyx) -> object:
+    """Return a SimpleITK image of a (z, y, x) array with that spacing (mm)."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing([float(v) for v in reversed(spacing_zyx)])
+    return img
+
+
+def processed_fragment_rows(lake: Lake, patient_id: str, modality: str, attrs: dict, g,
+                            processing: ImageProcessing) -> list[tuple[str, int, int, str, float]]:
+    """Return (region, layer, map, feature, value) rows of one patient and sequence under IBSI
+    settings: the chain of ``drlake quantify`` per region (identity encoder: on the whole
+    volume in source units, layer 1 map 0; other encoders: on every map of every layer's crop).
+    """
+    import SimpleITK as sitk
+
+    from pipelines.features.case import processed_features
+    from pipelines.regions import region_masks, volume_regions
+
+    rows: list[tuple[str, int, int, str, float]] = []
+    where = f"{patient_id} {modality}"
+    if (attrs.get("encoder") or {}).get("weights") == "identity":
+        vattrs = lake.volume_attrs(patient_id)
+        vol = lake.volume(patient_id).open()
+        image = _sitk_image(source_intensities(decode_array(vol["images"][modality]), vattrs,
+                                               modality), vattrs["spacing_zyx"])
+        labels = vol["masks"][modality][...]
+        regions = volume_regions(vattrs)
+        for (region, _), mask in zip(regions, region_masks(labels, regions), strict=True):
+            if not mask.any():
+                continue
+            roi = sitk.GetImageFromArray(mask.astype(np.uint8))
+            roi.CopyInformation(image)
+            feats, _ = processed_features(image, roi, processing, where=f"{where} {region}")
+            rows.extend((region, 1, 0, stored_feature_name(t, a, processing), float(v))
+                        for t, a, v in feats)
+        return rows
+    regions = activation_regions(attrs)
+    for info in attrs["per_modality"][modality]["layers"]:
+        k = int(info["layer"])
+        sp = (float(info["spacing_mm"]),) * 3
+        masks = region_stack(g[f"mask{k}"][...])
+        act = g[f"layer{k}"][...]
+        for region, mask in zip(regions, masks, strict=True):
+            if not mask.any():
+                continue
+            roi = _sitk_image(mask.astype(np.uint8), sp)
+            for m in range(act.shape[0]):
+                feats, _ = processed_features(_sitk_image(act[m].astype(np.float64), sp), roi,
+                                              processing, where=f"{where} {region} layer {k}")
+                rows.extend((region, k, m, stored_feature_name(t, a, processing), float(v))
+                            for t, a, v in feats)
+    return rows
 
 
 def quantify_patient_modality(
@@ -168,7 +268,9 @@ def quantify_patient_modality(
     regions = activation_regions(attrs)
     rows: list[tuple[str, int, int, str, float]] = []
     g = group[modality]
-    layers = attrs["per_modality"][modality]["layers"]
+    if settings.processing is not None:
+        rows = processed_fragment_rows(lake, patient_id, modality, attrs, g, settings.processing)
+    layers = attrs["per_modality"][modality]["layers"] if settings.processing is None else []
     for info in layers:
         k = int(info["layer"])
         masks = region_stack(g[f"mask{k}"][...])
@@ -182,7 +284,7 @@ def quantify_patient_modality(
             rows.extend((region, k, m, f, v) for m, f, v in map_feature_rows(
                 act, mask, info["spacing_mm"], settings))
         del act
-    if settings.shape != "none":
+    if settings.shape != "none" and settings.processing is None:
         from pipelines.features.shape import shape_features
 
         which = PAPER_SHAPE if settings.shape == "paper" else "all"

@@ -21,7 +21,7 @@ from pipelines.features.extract import (
 from pipelines.imageio import read_image
 from pipelines.preprocess import isotropic_grid, resample_onto, same_physical_space
 
-__all__ = ["quantify_case", "quantify_processed", "read_case"]
+__all__ = ["processed_features", "quantify_case", "quantify_processed", "read_case"]
 
 
 def quantify_case(
@@ -103,12 +103,24 @@ def quantify_processed(image_path, mask_path, settings, label: int = 1, roi: str
     response to the processed (interpolated, rounded) image, inside the masks that the
     unfiltered image gave (IBSI 2, phase 2).
     """
-    from pipelines.processing import process
-
     image, roi_img = read_case(image_path, mask_path, label, roi)
     if not sitk.GetArrayViewFromImage(roi_img).any():
         raise InputError(f"{mask_path}: no voxel has label {label}")
-    p = process(image, roi_img, settings, where=str(image_path))
+    feats, steps = processed_features(image, roi_img, settings, where=str(image_path),
+                                      image_filter=image_filter)
+    return _records(feats), steps
+
+
+def processed_features(image: sitk.Image, roi_img: sitk.Image, settings, where: str = "image",
+                       image_filter=None) -> tuple[list[tuple[str, str, float]], list[dict]]:
+    """Return ((IBSI tag, aggregation words, value) per feature, processing steps) of one image
+    and 0/1 ROI image on the same grid under IBSI settings (see :func:`quantify_processed`).
+
+    The one chain shared by ``drlake quantify`` and the quantify stage's ``--settings`` path.
+    """
+    from pipelines.processing import process
+
+    p = process(image, roi_img, settings, where=where)
     lv = settings.texture_levels
     values = p.image
     filtered = []
@@ -122,7 +134,7 @@ def quantify_processed(image_path, mask_path, settings, label: int = 1, roi: str
     steps = [*p.steps, *filtered, {"step": "features", "families": list(settings.families),
                         "aggregations": list(settings.aggregations),
                         "settings_sha256": settings.sha256}]
-    return _records(feats), steps
+    return feats, steps
 
 
 def _family(name: str) -> str:
