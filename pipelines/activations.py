@@ -18,6 +18,7 @@ import logging
 import numpy as np
 
 from pipelines.encoder import Encoder
+from pipelines.exceptions import InputError
 from pipelines.lake import Lake, canonical_json, decode_array, sha256_text, write_array
 from pipelines.regions import Regions, in_any_region, region_masks, volume_regions
 
@@ -104,6 +105,13 @@ def patient_activations(
             return {"patient_id": patient_id, "skipped": True}
     vol = lake.volume(patient_id).open()
     spacing = float(attrs["spacing_zyx"][0])
+    anisotropic = not np.allclose(attrs["spacing_zyx"], spacing, rtol=0, atol=1e-9)
+    if anisotropic and not encoder.spec.is_identity:
+        raise InputError(
+            f"{patient_id}: the lake volume's grid is anisotropic ({attrs['spacing_zyx']} mm, "
+            f"ingested with --spacing native); encoder {encoder.name} needs an isotropic grid: "
+            "ingest with --spacing MM, or use --encoder identity --settings (whose IBSI chain "
+            "resamples)")
     strides = encoder.strides()
     margin = encoder.margin(spacing)
     tmp, group = loc.stage(token)
@@ -145,6 +153,8 @@ def patient_activations(
             "regions": [name for name, _ in regions],
             "spacing_mm": spacing,
             "margin_voxels": margin,
+            # only on an anisotropic (native) grid: texture without --settings would misread it
+            **({"spacing_zyx": list(attrs["spacing_zyx"])} if anisotropic else {}),
             "per_modality": per_mod,
             "fingerprint": fp,
             "volume_fingerprint": attrs["fingerprint"],

@@ -106,7 +106,10 @@ def ingest(
     immune: Annotated[Path | None, typer.Option(help="immune markers CSV (wide)")] = None,
     expression: Annotated[Path | None, typer.Option(help="genes x samples TPM (TSV)")] = None,
     biopsies: Annotated[Path | None, typer.Option(help="biopsies.csv")] = None,
-    spacing: Annotated[float, typer.Option(help="isotropic voxel size after resampling, mm")] = 1.0,
+    spacing: Annotated[str, typer.Option(
+        help="isotropic voxel size after resampling, mm; 'native' keeps the first sequence's "
+             "grid (conventional radiomics with `drlake run --encoder identity --settings`, "
+             "whose IBSI chain resamples)")] = "1.0",
     label: Annotated[
         int | None, typer.Option(help="mask label of the ROI (default: masks must be 0/1)")
     ] = None,
@@ -149,7 +152,7 @@ def ingest(
         except ValueError:
             raise InputError(f"--clip expects LO,HI percentiles, got {clip!r}") from None
         clip_p = (lo, hi)
-    settings = IngestSettings(spacing_mm=spacing, label=label, clip_percentiles=clip_p,
+    settings = IngestSettings(spacing_mm=_spacing(spacing), label=label, clip_percentiles=clip_p,
                               cohort=cohort, roi=roi, regions=_regions(regions, regions_file))
     limits = IngestLimits(max_voxels=max_voxels,
                           memory_bytes=None if memory_limit is None else int(memory_limit * GIB))
@@ -333,6 +336,16 @@ def _families(text: str, with_shape: bool) -> tuple[str, ...]:
     if text.strip() == "all":
         return tuple(f for f in ALL_FAMILIES if with_shape or f != "shape")
     return tuple(f.strip() for f in text.split(",") if f.strip())
+
+
+def _spacing(text: str) -> float | None:
+    """Return the --spacing of ingest in mm (None: 'native')."""
+    if text.strip().lower() == "native":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--spacing must be a number of mm or 'native', got {text!r}") from None
 
 
 def _encoder_spec(encoder: str, seed: int, blocks: str, encoder_config: Path | None,

@@ -86,7 +86,10 @@ VOLUME_FORMAT = 5
 class IngestSettings:
     """The settings of the ingest stage (hashed into every patient's fingerprint)."""
 
-    spacing_mm: float = 1.0
+    # None: keep the first sequence's own grid ("--spacing native"; the others are resampled
+    # onto it), for conventional radiomics whose IBSI settings resample later (drlake run
+    # --settings); the CNN and filter encoders need an isotropic grid
+    spacing_mm: float | None = 1.0
     label: int | None = None
     clip_percentiles: tuple[float, float] | None = None
     cohort: str = "main"
@@ -110,7 +113,7 @@ class IngestSettings:
             object.__setattr__(self, "roi", "|".join(str(r) for r in self.roi))
         if self.roi is not None and not str(self.roi).strip():
             raise InputError("--roi must name an ROI (a name, NAME1|NAME2 or a regex), got ''")
-        if not self.spacing_mm > 0:
+        if self.spacing_mm is not None and not self.spacing_mm > 0:
             raise InputError(f"--spacing must be > 0 mm, got {self.spacing_mm}")
         if self.clip_percentiles is not None:
             lo, hi = self.clip_percentiles
@@ -411,6 +414,18 @@ def biopsy_rows(path: Path, known: set[str]) -> tuple[pd.DataFrame, pd.DataFrame
 
 
 # ---- one patient ------------------------------------------------------------------------------
+def native_grid(img: sitk.Image) -> sitk.Image:
+    """Return an empty reference image on `img`'s own grid (size, spacing, origin, direction)."""
+    ref = sitk.Image(img.GetSize(), sitk.sitkUInt8)
+    ref.CopyInformation(img)
+    return ref
+
+
+def grid_words(settings: IngestSettings) -> str:
+    """Return the lake grid of these settings in words ("1 mm", "the native grid")."""
+    return "the native grid" if settings.spacing_mm is None else f"{settings.spacing_mm:g} mm"
+
+
 def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str, run_id: str,
                     limits: IngestLimits | None = None):
     """Return (images, masks, attrs, patients row) of one patient, ready for the lake.
@@ -445,7 +460,9 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
                 "resample the mask onto the image (nearest neighbour) before ingest"
             )
         if reference is None:
-            reference = isotropic_grid(img, settings.spacing_mm, f"{img_path}: --spacing", limits)
+            reference = (native_grid(img) if settings.spacing_mm is None else
+                         isotropic_grid(img, settings.spacing_mm, f"{img_path}: --spacing",
+                                        limits))
             ref_spacing = img.GetSpacing()
         if key not in resampled:  # one mask on one grid is resampled once (not per sequence)
             label = settings.label if mask_info["format"] == "labels" else None  # DICOM: 0/1
@@ -455,7 +472,7 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
             rmask = sitk.GetArrayFromImage(resample_onto(roi_img, reference, "mask"))
             if not rmask.any():
                 raise InputError(
-                    f"{mask_path}: ROI vanishes after resampling to {settings.spacing_mm} mm "
+                    f"{mask_path}: ROI vanishes after resampling to {grid_words(settings)} "
                     "(mask smaller than one voxel)"
                 )
             counts = region_voxel_counts(rmask, regions)
@@ -504,7 +521,7 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
         "preprocessing": [
             {
                 "step": "resample",
-                "spacing_mm": settings.spacing_mm,
+                "spacing_mm": settings.spacing_mm,  # None: the native grid
                 "reference_modality": first,
                 "image_interpolator": "linear",
                 "mask_interpolator": "nearest",
@@ -531,7 +548,9 @@ def prepare_patient(p: PatientInputs, settings: IngestSettings, fingerprint: str
         "size_z": meta["shape_zyx"][0],
         "size_y": meta["shape_zyx"][1],
         "size_x": meta["shape_zyx"][2],
-        "spacing_mm": float(settings.spacing_mm),
+        # a native grid (--spacing native): its smallest voxel edge; source_spacing_* give all
+        "spacing_mm": float(settings.spacing_mm if settings.spacing_mm is not None
+                            else min(ref_spacing)),
         "source_spacing_x": float(ref_spacing[0]),
         "source_spacing_y": float(ref_spacing[1]),
         "source_spacing_z": float(ref_spacing[2]),
@@ -556,9 +575,10 @@ def check_image_sizes(p: PatientInputs, settings: IngestSettings, limits: Ingest
         check_voxels(str(img_path), size, limits, "the image",
                      "crop or downsample it before ingest")
         if grid is None:
-            grid = isotropic_grid_size(spacing, size, settings.spacing_mm)
-            check_voxels(f"{img_path}: --spacing {settings.spacing_mm:g}", grid, limits,
-                         f"the grid resampled to {settings.spacing_mm:g} mm",
+            grid = (tuple(size) if settings.spacing_mm is None
+                    else isotropic_grid_size(spacing, size, settings.spacing_mm))
+            check_voxels(f"{img_path}: --spacing {settings.spacing_mm or 'native'}", grid, limits,
+                         f"the grid resampled to {grid_words(settings)}",
                          "use a coarser --spacing")
         n_src, n_grid = int(np.prod(size, dtype=np.int64)), int(np.prod(grid, dtype=np.int64))
         check_memory(

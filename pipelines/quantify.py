@@ -268,6 +268,10 @@ def quantify_patient_modality(
     regions = activation_regions(attrs)
     rows: list[tuple[str, int, int, str, float]] = []
     g = group[modality]
+    if settings.processing is None and attrs.get("spacing_zyx"):
+        raise InputError(f"{patient_id}: the lake volume's grid is anisotropic "
+                         f"({attrs['spacing_zyx']} mm, --spacing native): quantify it with "
+                         "--settings (the IBSI chain resamples), or ingest with --spacing MM")
     if settings.processing is not None:
         rows = processed_fragment_rows(lake, patient_id, modality, attrs, g, settings.processing)
     layers = attrs["per_modality"][modality]["layers"] if settings.processing is None else []

@@ -93,8 +93,9 @@ def test_settings_are_hashed_into_fragments_and_recorded_in_the_run_log(native_l
     again = run_quantify(lk, "identity", QuantifySettings(processing=c), SYNC, progress=False)
     assert again["written"] == 0 and again["skipped"] == 1  # rerun with the same settings
     runs = lk.read_table("runs")
-    last = runs[runs["stage"] == "quantify"].iloc[-1]
-    params = json.loads(last["parameters"])
+    rid = _features(lk)["run_id"].iloc[0]  # the run that wrote the fragment
+    made = runs[(runs["run_id"] == rid) & (runs["status"] == "ok")]
+    params = json.loads(made["parameters"].iloc[0])
     assert params["settings"]["processing"]["sha256"] == c.sha256
     assert params["settings"]["processing"]["resegment_range"] == [-1000.0, 400.0]
 
@@ -146,3 +147,84 @@ def test_cnn_maps_go_through_the_same_chain(native_lake):
     got = df[(df["layer"] == 2) & (df["map"] == 1)].set_index("feature")["value"]
     for t, v in want.items():
         assert got[t] == pytest.approx(v, rel=1e-9, abs=1e-12, nan_ok=True), t
+
+
+def _ct_lake(tmp_path):
+    from test_ibsi_ct_phantom import NIFTI
+
+    from pipelines.ingest import IngestSettings
+
+    m = tmp_path / "m.csv"
+    m.write_text("patient_id,modality,image,mask\n"
+                 f"phantom,CT,{NIFTI / 'image' / 'phantom.nii.gz'},"
+                 f"{NIFTI / 'mask' / 'mask.nii.gz'}\n")
+    lk = Lake(tmp_path / "lake")
+    ingest(m, lk, settings=IngestSettings(spacing_mm=None), progress=False)
+    run_activations(lk, EncoderSpec(weights="identity"), SYNC, progress=False)
+    return lk
+
+
+def _ct_reference_misses(lk: Lake, config: str) -> tuple[int, list]:
+    """Return (reference values checked, misses) of the lake's features for one configuration."""
+    import csv
+
+    from test_ibsi_ct_phantom import CT_CSV, ct_tag
+
+    df = _features(lk)
+    got = dict(zip(df["feature"], df["value"], strict=True))
+    n, misses = 0, []
+    with CT_CSV.open(newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            if r["config"] != config or not r["value"]:
+                continue
+            tag, agg, ref = ct_tag(r), r["aggregation"], float(r["value"])
+            v = got.get(f"{tag}|{agg}", got.get(tag))
+            n += 1
+            if v is None:
+                misses.append((tag, agg, None, ref))
+            elif r["tolerance"]:
+                if not abs(v - ref) <= float(r["tolerance"]):
+                    misses.append((tag, agg, v, ref))
+            elif float(f"{v:.3g}") != float(f"{ref:.3g}"):
+                misses.append((tag, agg, v, ref))
+    return n, misses
+
+
+@pytest.mark.parametrize("config", [
+    "C", *(pytest.param(c, marks=pytest.mark.slow) for c in "ABDE")])
+def test_ct_phantom_through_the_lake_matches_every_reference_value(shared_reference, tmp_path,
+                                                                   config):
+    """`drlake ingest --spacing native` + `drlake run --encoder identity --settings ibsi1-ct-X`
+    reproduce the manual's CT phantom values, as `drlake quantify` of the files does."""
+    lk = _ct_lake(tmp_path)
+    assert lk.volume_attrs("phantom")["spacing_zyx"][0] != lk.volume_attrs("phantom")[
+        "spacing_zyx"][1]  # the native, anisotropic grid was kept
+    run_quantify(lk, "identity", QuantifySettings(processing=load_settings(f"ibsi1-ct-{config}")),
+                 SYNC, progress=False)
+    n, misses = _ct_reference_misses(lk, config)
+    assert n > 200 and misses == []
+
+
+def test_native_grid_is_refused_where_it_would_be_misread(shared_reference, tmp_path):
+    from pipelines.exceptions import InputError
+
+    lk = _ct_lake(tmp_path)
+    with pytest.raises(InputError, match="anisotropic"):
+        run_quantify(lk, "identity", QuantifySettings(), SYNC, progress=False)
+    with pytest.raises(InputError, match="isotropic grid"):
+        run_activations(lk, EncoderSpec(blocks=(2, 2)), SYNC, progress=False)
+
+
+@pytest.mark.parametrize("text, want", [("native", None), ("NATIVE", None), ("1.5", 1.5)])
+def test_ingest_spacing_option(text, want):
+    from pipelines.cli import _spacing
+
+    assert _spacing(text) == want
+
+
+def test_ingest_spacing_option_refuses_words():
+    from pipelines.cli import _spacing
+    from pipelines.exceptions import InputError
+
+    with pytest.raises(InputError, match="native"):
+        _spacing("fine")
