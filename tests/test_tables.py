@@ -89,16 +89,19 @@ def test_a_killed_analyze_and_its_rerun_leave_one_runs_results(lake_url):
 
 
 def test_rows_of_a_failed_analyze_are_not_visible(lake_url, monkeypatch):
-    import pipelines.stats.survival as survival
     from pipelines.analyze import AnalyzeSettings, run_analyze
     from pipelines.scheduler import SchedulerSpec
 
     lake = lake_from_tables(lake_url, 10, 3, 1.0)
 
-    def broken(*a, **k):
-        raise InputError("survival data refused (test)")
+    append = type(lake).append_rows
 
-    monkeypatch.setattr(survival, "survival_table", broken)
+    def broken(self, table, *a, **k):  # the classifier rows are refused, after the association
+        if table == "results_classifier":  # and survival rows were staged
+            raise InputError("survival data refused (test)")
+        return append(self, table, *a, **k)
+
+    monkeypatch.setattr(type(lake), "append_rows", broken)
     settings = AnalyzeSettings(seed=1, marker_cv="none", trees=5, marker_trees=5,
                                permutation_repeats=1)
     with pytest.raises(InputError, match="refused"):
