@@ -16,6 +16,9 @@ from pipelines.scheduler import SchedulerSpec
 from pipelines.synth import make_tables
 
 FAST = dict(trees=20, marker_trees=20, permutation_repeats=0, marker_cv="none", cv_repeats=2)
+#: Two worker processes for the larger runs: every number is the same on any scheduler (each
+#: task is seeded by the settings), and the forests take half the time on 2 cores.
+TWO = SchedulerSpec("processes", 2)
 
 
 def lake_from_tables(root, n: int, seed: int, effect_scale: float) -> Lake:
@@ -49,7 +52,7 @@ def lake_from_tables(root, n: int, seed: int, effect_scale: float) -> Lake:
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     lake = lake_from_tables(tmp_path_factory.mktemp("planted") / "lake", 120, 0, 1.0)
-    r = run_analyze(lake, AnalyzeSettings(**FAST), SchedulerSpec("sync"), progress=False)
+    r = run_analyze(lake, AnalyzeSettings(**FAST), TWO, progress=False)
     return lake, r
 
 
@@ -155,7 +158,7 @@ def test_strict_protocol_runs_and_is_recorded_and_marker_predictions_reproduce_t
 
     lake = lake_from_tables(tmp_path / "lake", 60, 3, 1.0)
     r = run_analyze(lake, AnalyzeSettings(**{**FAST, "protocol": "strict", "marker_cv": "oob"}),
-                    SchedulerSpec("sync"), progress=False)
+                    TWO, progress=False)
     cls = lake.read_table("results_classifier")
     assert set(cls["protocol"]) == {"strict"} and r["n"] == 60
     con = connect(lake)
@@ -235,7 +238,7 @@ def test_leave_pair_out_is_an_evaluation_of_the_survival_forests(tmp_path):
 
     lake = lake_from_tables(tmp_path / "lake", 30, 3, 1.0)
     r = run_analyze(lake, AnalyzeSettings(**{**FAST, "cv_repeats": 0, "lpo_pairs": 25}),
-                    SchedulerSpec("sync"), progress=False)
+                    TWO, progress=False)
     cls = lake.read_table("results_classifier")
     lpo = cls[cls["evaluation"] == "leave_pair_out"]
     assert set(lpo["feature_set"]) == set(cls.loc[cls["evaluation"] == "loocv", "feature_set"])

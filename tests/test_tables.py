@@ -58,6 +58,8 @@ def visible_counts(lake: Lake) -> dict[str, int]:
             for t in RESULTS}
 
 
+@pytest.mark.parametrize("lake_url", ["local", pytest.param("s3", marks=pytest.mark.slow)],
+                         indirect=True)  # s3: about 50 s, in the slow suite
 def test_a_killed_analyze_and_its_rerun_leave_one_runs_results(lake_url):
     lake = lake_from_tables(lake_url, 10, 3, 1.0)
     p = drlake("analyze", "--lake", lake_url, *ANALYZE)
