@@ -375,6 +375,9 @@ def run(
     ] = None,
     regions: RegionsOpt = None,
     regions_file: RegionsFileOpt = None,
+    spacing: Annotated[str | None, typer.Option(
+        help="ingest grid (with MANIFEST): isotropic mm (default 1) or 'native' (the "
+             "sequence's own grid, for --encoder identity --settings)")] = None,
     encoder: Annotated[
         str, typer.Option(help="seeded | identity | path to a .pt state_dict | trained:NAME "
                           "(trained on the lake by `drlake encoder train`) | "
@@ -426,9 +429,12 @@ def run(
                                   expression=expression, sched=sched,
                                   settings=IngestSettings(
                                       cohort=cohort, label=label, roi=roi,
-                                      regions=_regions(regions, regions_file)))))
-    elif any(v is not None for v in (label, roi, regions, regions_file)):
-        raise InputError("--label, --roi and --regions apply to ingest: give a MANIFEST too")
+                                      regions=_regions(regions, regions_file),
+                                      spacing_mm=1.0 if spacing is None else _spacing(spacing),
+                                  ))))
+    elif any(v is not None for v in (label, roi, regions, regions_file, spacing)):
+        raise InputError("--label, --roi, --regions and --spacing apply to ingest: give a "
+                         "MANIFEST too")
     spec = _encoder_spec(encoder, seed, blocks, encoder_config, lk)
     if settings_ref is not None:
         from pipelines.processing import settings_from_options

@@ -228,3 +228,25 @@ def test_ingest_spacing_option_refuses_words():
 
     with pytest.raises(InputError, match="native"):
         _spacing("fine")
+
+
+def test_drlake_run_ingests_at_the_native_grid_and_quantifies_in_one_command(tmp_path):
+    """`drlake run MANIFEST --spacing native --encoder identity --settings ibsi1-ct-C`."""
+    from test_ibsi_ct_phantom import NIFTI
+
+    if not NIFTI.exists():
+        pytest.skip("no CT phantom")
+    m = tmp_path / "m.csv"
+    m.write_text("patient_id,modality,image,mask\n"
+                 f"phantom,CT,{NIFTI / 'image' / 'phantom.nii.gz'},"
+                 f"{NIFTI / 'mask' / 'mask.nii.gz'}\n")
+    lake = tmp_path / "lake"
+    r = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", str(m), "--lake", str(lake),
+                        "--spacing", "native", "--encoder", "identity", "--settings",
+                        "ibsi1-ct-C", "--scheduler", "sync"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    n, misses = _ct_reference_misses(Lake(lake), "C")
+    assert n > 200 and misses == []
+    bad = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--lake", str(lake),
+                          "--spacing", "native"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "MANIFEST" in bad.stderr
