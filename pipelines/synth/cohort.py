@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,8 @@ from . import biopsy as B
 from . import latent as L
 
 MODALITIES = ("T1", "T1CE", "T2", "FLAIR")
+#: Threads writing the main cohort's patients (each patient has its own random streams).
+SYNTH_THREADS = 2
 
 #: Acquisition sites. direction: row-major 3x3 whose column m is the world (LPS) direction of
 #: index axis m; the thick axis is always k. extent: field of view per index axis as a fraction
@@ -497,8 +500,9 @@ def make_cohort(
     tables = L.make_tables(n_patients, seed, effect_scale)
     latent = tables["latent"].set_index("patient_id")
 
-    manifest, images, patients = [], {}, {}
-    for k in tqdm(range(n_patients), desc="synth patients", disable=not progress):
+    def one_patient(k: int) -> tuple[str, dict, dict]:
+        """Generate and write patient k's images (its own random streams: any order, any
+        thread gives the same files); return (pid, image paths, truth)."""
         pid = L.patient_id(k)
         row = latent.loc[pid]
         p = generate_patient_images(
@@ -506,17 +510,28 @@ def make_cohort(
         )
         rel_mask = f"images/{pid}/{pid}_mask.nii.gz"
         write_nifti(p["mask"], out / rel_mask, **p["geometry"])
-        images[pid] = {"mask": str(out / rel_mask)}
+        paths_k = {"mask": str(out / rel_mask)}
         for mod, arr in p["images"].items():
-            rel = f"images/{pid}/{pid}_{mod}.nii.gz"
-            write_nifti(arr, out / rel, **p["geometry"])
-            images[pid][mod] = str(out / rel)
-            manifest.append({"patient_id": pid, "modality": mod, "image": rel, "mask": rel_mask})
-        patients[pid] = {
-            **p["truth"],
-            "age": float(tables["clinical"].age.iloc[k]),
-            "linear_predictor": float(row.linear_predictor),
-        }
+            write_nifti(arr, out / f"images/{pid}/{pid}_{mod}.nii.gz", **p["geometry"])
+            paths_k[mod] = str(out / f"images/{pid}/{pid}_{mod}.nii.gz")
+        truth = {**p["truth"], "age": float(tables["clinical"].age.iloc[k]),
+                 "linear_predictor": float(row.linear_predictor)}
+        return pid, paths_k, truth
+
+    manifest, images, patients = [], {}, {}
+    # two threads: NumPy, SciPy and zlib release the GIL for most of a patient's work
+    with ThreadPoolExecutor(max_workers=SYNTH_THREADS) as pool:
+        done = pool.map(one_patient, range(n_patients))
+        for pid, paths_k, truth in tqdm(done, total=n_patients, desc="synth patients",
+                                        disable=not progress):
+            images[pid] = paths_k
+            rel_mask = f"images/{pid}/{pid}_mask.nii.gz"
+            for mod in paths_k:
+                if mod != "mask":
+                    manifest.append({"patient_id": pid, "modality": mod,
+                                     "image": f"images/{pid}/{pid}_{mod}.nii.gz",
+                                     "mask": rel_mask})
+            patients[pid] = truth
 
     paths = {
         "out_dir": str(out),
