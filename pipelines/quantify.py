@@ -186,7 +186,7 @@ def source_intensities(unit: np.ndarray, vol_attrs: dict, modality: str) -> np.n
     return out
 
 
-def _sitk_image(arr: np.ndarray, spacing_zyx) -> object:
+def _sitk_image(arr: np.ndarray, spacing_zyx):
     """Return a SimpleITK image of a (z, y, x) array with that spacing (mm)."""
     import SimpleITK as sitk
 
@@ -242,6 +242,42 @@ def processed_fragment_rows(lake: Lake, patient_id: str, modality: str, attrs: d
     return rows
 
 
+def paper_fragment_rows(patient_id: str, modality: str, attrs: dict, g,
+                        settings: QuantifySettings) -> list[tuple[str, int, int, str, float]]:
+    """Return (region, layer, map, feature, value) rows of one patient and sequence without IBSI
+    processing settings: the texture families of every map of every layer (seed 000, 2.3) plus
+    shape on each region's layer-1 mask (layer 0, map 0)."""
+    if attrs.get("spacing_zyx"):
+        raise InputError(f"{patient_id}: the lake volume's grid is anisotropic "
+                         f"({attrs['spacing_zyx']} mm, --spacing native): quantify it with "
+                         "--settings (the IBSI chain resamples), or ingest with --spacing MM")
+    regions = activation_regions(attrs)
+    rows: list[tuple[str, int, int, str, float]] = []
+    for info in attrs["per_modality"][modality]["layers"]:
+        k = int(info["layer"])
+        masks = region_stack(g[f"mask{k}"][...])
+        act = None
+        for region, mask in zip(regions, masks, strict=True):
+            if not mask.any():
+                log.warning("%s %s region %s layer %d: no voxel at stride %d; skipped",
+                            patient_id, modality, region, k, info["stride"])
+                continue
+            act = g[f"layer{k}"][...] if act is None else act
+            rows.extend((region, k, m, f, v) for m, f, v in map_feature_rows(
+                act, mask, info["spacing_mm"], settings))
+        del act
+    if settings.shape != "none":
+        from pipelines.features.shape import shape_features
+
+        spacing = float(attrs["spacing_mm"])
+        which = PAPER_SHAPE if settings.shape == "paper" else "all"
+        for region, mask1 in zip(regions, region_stack(g["mask1"][...]), strict=True):
+            if mask1.any():
+                for f, v in shape_features(mask1, (spacing,) * 3, features=which).items():
+                    rows.append((region, 0, 0, f, float(v)))
+    return rows
+
+
 def quantify_patient_modality(
     lake: Lake, patient_id: str, modality: str, encoder: str,
     settings: QuantifySettings, run_id: str, threads: int = 1, force: bool = False,
@@ -264,38 +300,11 @@ def quantify_patient_modality(
     want = fragment_hash(settings, attrs["fingerprint"], modality)
     if not force and existing_hash == want:
         return {"patient_id": patient_id, "modality": modality, "skipped": True, "rows": 0}
-    spacing = float(attrs["spacing_mm"])
-    regions = activation_regions(attrs)
-    rows: list[tuple[str, int, int, str, float]] = []
     g = group[modality]
-    if settings.processing is None and attrs.get("spacing_zyx"):
-        raise InputError(f"{patient_id}: the lake volume's grid is anisotropic "
-                         f"({attrs['spacing_zyx']} mm, --spacing native): quantify it with "
-                         "--settings (the IBSI chain resamples), or ingest with --spacing MM")
     if settings.processing is not None:
         rows = processed_fragment_rows(lake, patient_id, modality, attrs, g, settings.processing)
-    layers = attrs["per_modality"][modality]["layers"] if settings.processing is None else []
-    for info in layers:
-        k = int(info["layer"])
-        masks = region_stack(g[f"mask{k}"][...])
-        act = None
-        for region, mask in zip(regions, masks, strict=True):
-            if not mask.any():
-                log.warning("%s %s region %s layer %d: no voxel at stride %d; skipped",
-                            patient_id, modality, region, k, info["stride"])
-                continue
-            act = g[f"layer{k}"][...] if act is None else act
-            rows.extend((region, k, m, f, v) for m, f, v in map_feature_rows(
-                act, mask, info["spacing_mm"], settings))
-        del act
-    if settings.shape != "none" and settings.processing is None:
-        from pipelines.features.shape import shape_features
-
-        which = PAPER_SHAPE if settings.shape == "paper" else "all"
-        for region, mask1 in zip(regions, region_stack(g["mask1"][...]), strict=True):
-            if mask1.any():
-                for f, v in shape_features(mask1, (spacing,) * 3, features=which).items():
-                    rows.append((region, 0, 0, f, float(v)))
+    else:
+        rows = paper_fragment_rows(patient_id, modality, attrs, g, settings)
     df = pd.DataFrame(rows, columns=["region", "layer", "map", "feature", "value"])
     df.insert(0, "patient_id", patient_id)
     df.insert(1, "modality", modality)

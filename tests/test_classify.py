@@ -475,7 +475,7 @@ def test_forest_proba_equals_predict_proba_to_the_bit(seed):
 def test_tree_proba1_equals_predict_proba_to_the_bit(seed):
     from sklearn.tree import DecisionTreeClassifier
 
-    from pipelines.stats.classify import _tree_proba1
+    from pipelines.stats.classify import _proba1
 
     rng = np.random.default_rng(seed)
     n, p = int(rng.integers(8, 60)), int(rng.integers(1, 20))
@@ -485,4 +485,4 @@ def test_tree_proba1_equals_predict_proba_to_the_bit(seed):
     for rows in (X[:1], X, rng.normal(size=(5, p))):
         want = (tree.predict_proba(rows)[:, list(tree.classes_).index(1)]
                 if len(tree.classes_) > 1 else np.ones(len(rows)))
-        np.testing.assert_array_equal(_tree_proba1(tree, rows), want)
+        np.testing.assert_array_equal(_proba1(tree, rows), want)

@@ -65,13 +65,13 @@ def test_identity_with_ct_preset_equals_drlake_quantify_of_the_files(native_lake
     q = run_quantify(lk, "identity", QuantifySettings(processing=s), SYNC, progress=False)
     assert q["written"] == 1
     df = _features(lk)
-    got = {(f, ): v for f, v in zip(df["feature"], df["value"], strict=True)}
+    got = dict(zip(df["feature"], df["value"], strict=True))
     rows, _ = quantify_processed(cohort / "P001" / "T1.nii.gz", cohort / "P001" / "mask.nii.gz",
                                  s)
     assert len(got) == len(rows) == len(df)  # one row per feature and aggregation, no more
     for r in rows:
         name = f"{r['name']}|{r['aggregation']}" if r["aggregation"] else r["name"]
-        v = got[(name,)]
+        v = got[name]
         if np.isnan(r["value"]):
             assert np.isnan(v), name
         else:

@@ -262,25 +262,14 @@ def _proba1(model, X) -> np.ndarray:
         return np.ones(len(X))
     if isinstance(model, Pipeline) and isinstance(model[-1], RandomForestClassifier):
         return forest_proba(model[-1], model[:-1].transform(X))[:, classes.index(1)]
+    if isinstance(model, DecisionTreeClassifier):  # predict_proba without its input checks
+        return model.tree_.predict(np.asarray(X, dtype=np.float32))[:, classes.index(1)]
     return model.predict_proba(X)[:, classes.index(1)]
 
 
 def _take(rows, idx):
     """Return the rows `idx` of an array or DataFrame."""
     return rows[idx] if isinstance(rows, np.ndarray) else rows.iloc[idx]
-
-
-def _tree_proba1(tree: DecisionTreeClassifier, X) -> np.ndarray:
-    """Return P(label = 1) of a fitted tree, `_proba1(tree, X)` to the bit without sklearn's
-    per-call input validation (``tree_.predict`` of the float32 input is what predict_proba
-    returns for one output)."""
-    classes = list(tree.classes_)
-    if 1 not in classes:
-        return np.zeros(len(X))
-    if len(classes) == 1:
-        return np.ones(len(X))
-    X32 = np.asarray(X, dtype=np.float32)
-    return tree.tree_.predict(X32)[:, classes.index(1)].astype(np.float64)
 
 
 def forest_proba(forest: RandomForestClassifier, X) -> np.ndarray:
@@ -688,7 +677,7 @@ def rf_oob(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = 100,
             raise InputError("preprocess must keep one output column per input feature")
         impurity += imp
         if oob.size:
-            total[oob] += _tree_proba1(tree, prep.transform(_take(rows, oob)))
+            total[oob] += _proba1(tree, prep.transform(_take(rows, oob)))
             count[oob] += 1
     ok = count > 0
     scores = total[ok] / count[ok]

@@ -500,9 +500,9 @@ def make_cohort(
     tables = L.make_tables(n_patients, seed, effect_scale)
     latent = tables["latent"].set_index("patient_id")
 
-    def one_patient(k: int) -> tuple[str, dict, dict]:
+    def one_patient(k: int) -> tuple[str, dict, list, dict]:
         """Generate and write patient k's images (its own random streams: any order, any
-        thread gives the same files); return (pid, image paths, truth)."""
+        thread gives the same files); return (pid, image paths, manifest rows, truth)."""
         pid = L.patient_id(k)
         row = latent.loc[pid]
         p = generate_patient_images(
@@ -510,28 +510,24 @@ def make_cohort(
         )
         rel_mask = f"images/{pid}/{pid}_mask.nii.gz"
         write_nifti(p["mask"], out / rel_mask, **p["geometry"])
-        paths_k = {"mask": str(out / rel_mask)}
+        paths_k, rows_k = {"mask": str(out / rel_mask)}, []
         for mod, arr in p["images"].items():
-            write_nifti(arr, out / f"images/{pid}/{pid}_{mod}.nii.gz", **p["geometry"])
-            paths_k[mod] = str(out / f"images/{pid}/{pid}_{mod}.nii.gz")
+            rel = f"images/{pid}/{pid}_{mod}.nii.gz"
+            write_nifti(arr, out / rel, **p["geometry"])
+            paths_k[mod] = str(out / rel)
+            rows_k.append({"patient_id": pid, "modality": mod, "image": rel, "mask": rel_mask})
         truth = {**p["truth"], "age": float(tables["clinical"].age.iloc[k]),
                  "linear_predictor": float(row.linear_predictor)}
-        return pid, paths_k, truth
+        return pid, paths_k, rows_k, truth
 
     manifest, images, patients = [], {}, {}
     # two threads: NumPy, SciPy and zlib release the GIL for most of a patient's work
     with ThreadPoolExecutor(max_workers=SYNTH_THREADS) as pool:
         done = pool.map(one_patient, range(n_patients))
-        for pid, paths_k, truth in tqdm(done, total=n_patients, desc="synth patients",
-                                        disable=not progress):
-            images[pid] = paths_k
-            rel_mask = f"images/{pid}/{pid}_mask.nii.gz"
-            for mod in paths_k:
-                if mod != "mask":
-                    manifest.append({"patient_id": pid, "modality": mod,
-                                     "image": f"images/{pid}/{pid}_{mod}.nii.gz",
-                                     "mask": rel_mask})
-            patients[pid] = truth
+        for pid, paths_k, rows_k, truth in tqdm(done, total=n_patients, desc="synth patients",
+                                                disable=not progress):
+            images[pid], patients[pid] = paths_k, truth
+            manifest.extend(rows_k)
 
     paths = {
         "out_dir": str(out),
