@@ -99,8 +99,74 @@ def _truth_lines(lake: Lake, run_id: str, truth_path: Path) -> list[str]:
         f"  with n = {n} training patients and {len(sp)} tests, Holm needs |rho| > {crit:.2f}, "
         f"while the planted effects are |rho| ~ 0.4-0.7 (as in the paper): too few patients "
         f"to show them after correction. At the paper's 100 training patients Holm needs "
-        f"|rho| > {paper:.2f}: run the same commands on `drlake synth --patients 151` "
-        "(benchmarks/power.py measures the power)")
+        f"|rho| > {paper:.2f}: see the paper-size check below, or run the same commands on "
+        "`drlake synth --patients 151` (benchmarks/power.py measures the power)")
+    return lines
+
+
+def paper_size_check(lake: Lake, encoder: str, truth_path: Path, n_patients: int = 151,
+                     n_train: int = 100, trees: int = 50, seed: int = 0) -> dict:
+    """Return the seed-000 statistics on a paper-sized cohort extended from the demo's images.
+
+    The lake's image patients keep their DRFs; the others of a ``n_patients`` synthetic cohort
+    of the same seed get DRFs drawn from the DRF-latent relation measured on them
+    (:func:`pipelines.synth.extrapolate.extrapolated_drfs`) and the generator's markers and
+    survival. Returns ``table`` (:func:`truth_vs_found` of the training-split Spearman, Holm
+    over the whole heatmap), ``n_train``, ``tests``, ``measured`` (image patients) and
+    ``survival`` (the DRF survival forest's repeated stratified 5 x 10 CV AUC, a
+    ``ClassifierResult``).
+    """
+    import json
+
+    from pipelines.analyze import load_cohort
+    from pipelines.stats.association import spearman_matrix
+    from pipelines.stats.classify import rf_repeated_cv
+    from pipelines.stats.splits import train_test_split_ids
+    from pipelines.stats.survival import survival_labels
+    from pipelines.synth import make_tables
+    from pipelines.synth.extrapolate import extrapolated_drfs
+
+    truth = json.loads(Path(truth_path).read_text())
+    data = load_cohort(lake, encoder)
+    tables = make_tables(n_patients, seed=truth["seed"], effect_scale=truth["effect_scale"])
+    latent = tables["latent"].set_index("patient_id")
+    immune = tables["immune"].set_index("patient_id").astype(float)
+    clinical = tables["clinical"].set_index("patient_id")
+    lake_markers = data.markers.loc[:, immune.columns]
+    if not set(data.ids) <= set(immune.index) or not np.allclose(
+            lake_markers.to_numpy(), immune.loc[data.ids].to_numpy(), equal_nan=True):
+        raise ValueError(f"{lake.url}: the lake's patients are not the synthetic cohort of "
+                         f"{truth_path}")
+    drf = extrapolated_drfs(data.drf, latent.loc[data.ids], latent, seed=seed)
+    train, _ = train_test_split_ids(list(drf.index), n_train=n_train, seed=seed)
+    sp = spearman_matrix(drf.loc[train], immune.loc[train])
+    y = survival_labels(clinical["survival_days"].astype(float), clinical["event"].astype(int))
+    surv = rf_repeated_cv(drf, y, seed=seed, n_estimators=trees)
+    return {"table": truth_vs_found(truth, sp), "n_train": len(train), "tests": len(sp),
+            "measured": len(data.ids), "n": len(drf), "survival": surv}
+
+
+def _paper_size_lines(check: dict) -> list[str]:
+    """Return the demo's summary of :func:`paper_size_check`."""
+    table, s = check["table"], check["survival"]
+    planted = table[table["planted"] != "null"]
+    null = table[table["planted"] == "null"]
+    crit = holm_critical_rho(check["n_train"], check["tests"])
+    lines = [
+        f"the same statistics at the paper's size: {check['n']} patients, {check['measured']} "
+        f"with images (above) and {check['n'] - check['measured']} whose DRFs are drawn from "
+        "the DRF-latent relation measured on them (no images; markers and survival from the "
+        "generator)",
+        f"  training split {check['n_train']}, {check['tests']} tests: Holm needs |rho| > "
+        f"{crit:.2f}"]
+    lines += ["  " + ln for ln in planted.to_string(
+        index=False, float_format=lambda v: f"{v:.3g}").splitlines()]
+    lines.append(
+        f"  planted markers found (Holm): {int(planted['found'].sum())}/{len(planted)}; "
+        f"null markers found: {int(null['found'].sum())}/{len(null)}")
+    lines.append(
+        f"  survival forest on the DRFs, repeated stratified 5 x 10 CV: AUC {s.auc:.2f} "
+        f"({s.auc_low95:.2f}-{s.auc_high95:.2f}), n = {s.n}")
     return lines
 
 
@@ -184,6 +250,10 @@ def run_demo(
     echo(f"      {an.get('message') or 'unchanged: ' + an['run_id']}")
     for line in _truth_lines(lake, an["run_id"], workdir / "ground_truth.json"):
         echo("      " + line)
+    check = paper_size_check(lake, act["encoder"], workdir / "ground_truth.json", seed=seed)
+    for line in _paper_size_lines(check):
+        echo("      " + line)
+    out["paper_size_check"] = check
     if biopsy_patients > 0:
         echo("[6/7] spatial (seed 004): biopsy patches, patient-grouped CNN, probability maps")
         from pipelines.spatial.stage import (
@@ -199,6 +269,11 @@ def run_demo(
         maps = spatial_map(lake, model["model"], truth_dir=workdir / "biopsy" / "truth")
         echo(f"      model {model['model']}; grouped k-fold: {_spatial_line(ev)}; "
              f"{len(maps)} map(s) drawn")
+        res = ev.get("results")
+        if res is None or not (res["auc_low95"] > 0.5).any():
+            echo(f"      no 95% CI above 0.5: {biopsy_patients} biopsy patients are too few to "
+                 "tell the model from chance; `python benchmarks/spatial.py` runs the same "
+                 "stage on 45")
     echo("[7/7] report")
     from pipelines.report import build_report
 

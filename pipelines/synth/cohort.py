@@ -375,19 +375,30 @@ def make_biopsy_cohort(
     """Write the biopsy cohort under ``out_dir`` (usually ``OUT/biopsy``); return its paths and
     ground truth."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest, biopsies, truth = [], [], {}
-    for k in tqdm(range(n_patients), desc="synth biopsy", disable=not progress):
+
+    def one_patient(k: int) -> tuple[str, list, list, dict]:
+        """Generate and write biopsy patient k (its own random streams: any order, any thread
+        gives the same files); return (pid, manifest rows, biopsy rows, truth)."""
         p = generate_biopsy_patient(seed, k, size, effect_scale)
         pid, geo = p["patient_id"], p["geometry"]
         rel_mask = f"images/{pid}/{pid}_mask.nii.gz"
         write_nifti(p["mask"], out_dir / rel_mask, **geo)
+        rows = []
         for seq, arr in p["images"].items():
             rel = f"images/{pid}/{pid}_{seq}.nii.gz"
             write_nifti(arr, out_dir / rel, **geo)
-            manifest.append({"patient_id": pid, "modality": seq, "image": rel, "mask": rel_mask})
+            rows.append({"patient_id": pid, "modality": seq, "image": rel, "mask": rel_mask})
         write_nifti(p["field"], out_dir / "truth" / f"{pid}_infiltration.nii.gz", **geo)
-        biopsies.extend(p["biopsies"])
-        truth[pid] = p["truth"]
+        return pid, rows, p["biopsies"], p["truth"]
+
+    manifest, biopsies, truth = [], [], {}
+    with ThreadPoolExecutor(max_workers=SYNTH_THREADS) as pool:
+        done = pool.map(one_patient, range(n_patients))
+        for pid, rows, bio, t in tqdm(done, total=n_patients, desc="synth biopsy",
+                                      disable=not progress):
+            manifest.extend(rows)
+            biopsies.extend(bio)
+            truth[pid] = t
     cols = ["patient_id", "biopsy_id", "x_mm", "y_mm", "z_mm", "CD3D", "CD3E", "CD3G"]
     _write_table(pd.DataFrame(manifest), out_dir / "manifest.csv")
     _write_table(pd.DataFrame(biopsies, columns=cols), out_dir / "biopsies.csv")
