@@ -52,10 +52,11 @@ class AnalyzeSettings:
     as round(n * 100 / 151) when the cohort is smaller than 151); alpha: significance level of
     Holm-corrected p-values; trees / marker_trees: random-forest sizes of the survival and the
     marker classifiers; permutation_repeats: permutation-importance repeats (survival models).
-    marker_cv: the cross-validated estimate of the Fig. 5 heatmap besides the split: "loocv"
-    (the paper's; 88 leave-one-out forests series, the costly part), "oob" (out-of-bag
-    predictions of one forest: every patient scored by the trees that did not see it, about n
-    times cheaper; strict: each tree's labels from its in-bag patients) or "none".
+    marker_cv: the cross-validated estimate of the Fig. 5 heatmap besides the split: "oob"
+    (the default: out-of-bag predictions of one forest, every patient scored by the trees that
+    did not see it, about n times cheaper; strict: each tree's labels from its in-bag patients;
+    its agreement with LOOCV is measured by ``benchmarks/marker_cv.py``), "loocv" (the paper's
+    pooled leave-one-out: n forests per heatmap cell, 88 cells) or "none".
     cv_folds / cv_repeats: repeated stratified k-fold of the survival classifiers (cv_repeats 0
     skips it). lpo_pairs: leave-pair-out AUC of the survival classifiers over at most this many
     seeded (short, long) survivor pairs, one forest each (0 skips it). km_median: Kaplan-Meier
@@ -73,7 +74,7 @@ class AnalyzeSettings:
     trees: int = 300
     marker_trees: int = 100
     permutation_repeats: int = 5
-    marker_cv: str = "loocv"
+    marker_cv: str = "oob"
     cv_folds: int = 5
     cv_repeats: int = 10
     lpo_pairs: int = 0

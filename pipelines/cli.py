@@ -619,8 +619,9 @@ def analyze(
     = 100,
     trees: Annotated[int, typer.Option(help="trees of the survival forests")] = 300,
     marker_trees: Annotated[int, typer.Option(help="trees of the marker forests")] = 100,
-    marker_cv: Annotated[str, typer.Option(help="Fig. 5 estimate: loocv | oob | none")]
-    = "loocv",
+    marker_cv: Annotated[str, typer.Option(
+        help="Fig. 5 estimate: oob (out-of-bag, default) | loocv (the paper's pooled "
+             "leave-one-out, n forests per cell) | none")] = "oob",
     permutation_repeats: Annotated[int, typer.Option(help="permutation importance repeats")]
     = 5,
     cv_folds: Annotated[int, typer.Option(help="folds of the repeated stratified CV")] = 5,

@@ -151,7 +151,8 @@ def _marker_auc(rng, run_id: str, feats: list[str], n: int) -> pd.DataFrame:
 
 
 def make_report_lake(root, n: int = 40, seed: int = 0, significant: bool = True,
-                     small: bool = False, below_chance: bool = False) -> tuple:
+                     small: bool = False, below_chance: bool = False,
+                     marker_cv: str | None = None) -> tuple:
     """Write a lake with clinical and immune tables, an activations run and one analyze run
     whose results tables are synthetic but schema-valid; return (lake, analyze run id).
 
@@ -177,6 +178,8 @@ def make_report_lake(root, n: int = 40, seed: int = 0, significant: bool = True,
     assoc_feats, assoc_markers = (feats[::8], MARKERS[::6]) if small else (feats, MARKERS)
     params = {"encoder": ENCODER, "protocol": "paper", "seed": 0, "alpha": 0.05, "n": n,
               "n_train_used": round(n * 100 / 151)}
+    if marker_cv is not None:  # runs before the option recorded no marker_cv (they used LOOCV)
+        params["marker_cv"] = marker_cv
     with lake.run("analyze", params) as run:
         rid = run.run_id
         ntr = params["n_train_used"]
@@ -394,6 +397,18 @@ def test_no_small_n_warning_at_the_papers_size(tmp_path):
     assert "patients is too small for a stable AUC" not in html
     assert "too small for stable marker AUCs" not in html
     assert "below chance with" not in html
+
+
+@pytest.mark.parametrize("marker_cv, said", [
+    (None, "the paper's pooled leave-one-out (one forest per patient and cell)"),
+    ("oob", "out-of-bag predictions of one forest per cell (the default"),
+    ("loocv", "the paper's pooled leave-one-out (one forest per patient and cell)")])
+def test_the_marker_heatmap_says_which_estimate_ran(tmp_path, marker_cv, said):
+    lake, rid = make_report_lake(tmp_path / "lake", n=20, seed=2, small=True,
+                                 marker_cv=marker_cv)
+    html = build_report(lake, run_id=rid, out_dir=tmp_path / "out").read_text(encoding="utf-8")
+    assert f"Cross-validated estimate of this run: {said}".replace("'", "&#x27;") in html
+    assert f"marker heatmap estimate <code>{marker_cv or 'loocv'}</code>" in html
 
 
 def test_encoder_study_section_only_when_a_study_ran(tmp_path):

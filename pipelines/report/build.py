@@ -449,7 +449,13 @@ def section_markers(d: ReportData) -> str:
                     "out-of-bag AUCs are biased below 0.5 when there is no signal; read a cell "
                     "as a finding only if its 95% CI excludes 0.5.", "warn")
              if 0 < n < SMALL_N else "")
-    return small + (P.figure_html(
+    how = {"oob": "out-of-bag predictions of one forest per cell (the default; "
+                  "--marker-cv loocv runs the paper's pooled leave-one-out)",
+           "loocv": "the paper's pooled leave-one-out (one forest per patient and cell)",
+           "none": "the train/test split only (--marker-cv none)"}
+    est = d.params.get("marker_cv", "loocv")  # runs before the option existed used LOOCV
+    which = P.note(f"Cross-validated estimate of this run: {how.get(est, est)}.")
+    return small + which + (P.figure_html(
         F.marker_auc_heatmaps(df), "fig5",
         "<b>Figure 5.</b> AUC of random forests predicting below vs above-median values of "
         "each immune marker (rows) from one sequence's DRFs (columns), per evaluation "
@@ -614,7 +620,8 @@ def build_report(lake: Lake | str, run_id: str | None = None,
     subtitle = (f"Analysis run <code>{P.esc(rid)}</code>, encoder "
                 f"<code>{P.esc(data.params.get('encoder', '?'))}</code>, mask region "
                 f"<code>{P.esc(data.params.get('region', 'roi'))}</code>, protocol "
-                f"<code>{P.esc(data.params.get('protocol', '?'))}</code>, drlake "
+                f"<code>{P.esc(data.params.get('protocol', '?'))}</code>, marker heatmap "
+                f"estimate <code>{P.esc(data.params.get('marker_cv', 'loocv'))}</code>, drlake "
                 f"{P.esc(data.run['package_version'])}; reproduces seed 000 (Table 1, "
                 f"Figures 2–5, Table 2).")
     html = P.render_page(f"drlake report: {rid}", subtitle, sections, banner=status)
