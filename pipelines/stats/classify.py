@@ -47,6 +47,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from pipelines.exceptions import InputError
 from pipelines.stats.association import MedianSplit, numeric_column
+from pipelines.stats.forest import LeanRandomForestClassifier, forest_impurity_importances
 from pipelines.stats.impute import MedianImputer
 from pipelines.stats.splits import loo_folds
 from pipelines.stats.survival import (
@@ -249,7 +250,8 @@ def _pipeline(preprocess, seed: int, n_estimators: int, rf_params: dict | None) 
     imputation (a no-op on complete data)."""
     prep = MedianImputer() if preprocess is None else clone(preprocess)
     params = {"max_features": "sqrt", **(rf_params or {})}
-    rf = RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1, **params)
+    rf = LeanRandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1,
+                                    **params)
     return Pipeline([("prep", prep), ("rf", rf)])
 
 
@@ -293,7 +295,7 @@ def forest_proba(forest: RandomForestClassifier, X) -> np.ndarray:
 
 def _impurity(model: Pipeline, n_features: int) -> np.ndarray:
     """Return the forest's impurity importances, checking preprocessing kept the columns."""
-    imp = model.named_steps["rf"].feature_importances_
+    imp = forest_impurity_importances(model.named_steps["rf"])
     if imp.size != n_features:
         raise InputError("preprocess must keep one output column per input feature "
                          f"({n_features}), got {imp.size}")
