@@ -138,3 +138,82 @@ def test_it_clones_pickles_and_refuses_what_sklearn_refuses():
         LeanRandomForestClassifier(n_estimators=0).fit(X, y)
     with pytest.raises(ValueError):
         LeanRandomForestClassifier(n_estimators=5).fit(X, np.linspace(0, 1, len(y)))
+
+
+def _assert_same_tree(ta, tb, X) -> None:
+    assert ta.get_params() == tb.get_params()
+    assert set(vars(ta)) == set(vars(tb))
+    for k in vars(ta):
+        if k != "tree_":
+            np.testing.assert_array_equal(getattr(ta, k), getattr(tb, k), err_msg=k)
+    sa, sb = ta.tree_.__getstate__(), tb.tree_.__getstate__()
+    for k in sa:
+        assert np.array_equal(sa[k], sb[k]), k
+    assert np.array_equal(ta.predict_proba(X), tb.predict_proba(X))
+    assert np.array_equal(ta.feature_importances_, tb.feature_importances_)
+
+
+@pytest.mark.parametrize("kind, params", [
+    ("bootstrap_rows", {"max_features": "sqrt"}),  # rf_oob: a tree on a bootstrap sample's rows
+    ("ties", {"max_features": "sqrt"}),
+    ("multiclass", {"max_features": None, "criterion": "entropy"}),
+    ("labels", {"max_features": 3, "max_depth": 2}),
+    ("one_class", {"max_features": "sqrt"}),
+    ("dataframe", {"max_features": "log2", "min_samples_leaf": 3}),
+    ("float32", {"max_features": 0.4, "min_weight_fraction_leaf": 0.1}),
+    ("random_splitter", {"max_features": "sqrt", "splitter": "random"}),
+])
+def test_the_lean_tree_is_sklearns_tree_to_the_bit(kind, params, monkeypatch):
+    X, y = _data(45, 9, 12, classes=3 if kind == "multiclass" else 2, ties=kind == "ties")
+    if kind == "bootstrap_rows":
+        boot = np.random.default_rng(1).integers(0, len(y), len(y))
+        X, y = X[boot], y[boot]
+    if kind == "labels":
+        y = np.where(y > 0, "long", "short")
+    if kind == "one_class":
+        y = np.zeros(len(y))
+    if kind == "dataframe":
+        X = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    if kind == "float32":
+        X = X.astype(np.float32)
+    from sklearn.tree import DecisionTreeClassifier
+
+    from pipelines.stats.forest import LeanTreeGrower
+
+    grower = LeanTreeGrower(**params)
+    refs = [DecisionTreeClassifier(**params, random_state=s).fit(X, y) for s in (5, 99, 2**30)]
+
+    def fail(*a, **k):
+        raise AssertionError("fell back to DecisionTreeClassifier.fit")
+    monkeypatch.setattr(DecisionTreeClassifier, "fit", fail)
+    for s, ref in zip((5, 99, 2**30), refs, strict=True):
+        _assert_same_tree(ref, grower.fit(X, y, s), X)
+
+
+@pytest.mark.parametrize("change", ["nan", "class_weight", "ccp_alpha", "max_leaf_nodes"])
+def test_the_lean_tree_falls_back_where_it_does_not_cover(change):
+    from sklearn.tree import DecisionTreeClassifier
+
+    from pipelines.stats.forest import LeanTreeGrower
+
+    X, y = _data(40, 6, 13)
+    params = {"max_features": "sqrt"}
+    if change == "nan":
+        X[2, 1] = np.nan
+    else:
+        params[change] = {"class_weight": "balanced", "ccp_alpha": 0.02,
+                          "max_leaf_nodes": 4}[change]
+    ref = DecisionTreeClassifier(**params, random_state=4).fit(X, y)
+    _assert_same_tree(ref, LeanTreeGrower(**params).fit(X, y, 4), X)
+
+
+def test_the_lean_tree_refuses_what_sklearn_refuses():
+    from pipelines.stats.forest import LeanTreeGrower
+
+    X, y = _data(20, 4, 14)
+    with pytest.raises(ValueError, match="continuous"):
+        LeanTreeGrower().fit(X, np.linspace(0, 1, len(y)), 0)
+    with pytest.raises(ValueError):
+        LeanTreeGrower(max_depth=-1)
+    with pytest.raises(ValueError):
+        LeanTreeGrower().fit(X, y[:-1], 0)

@@ -47,7 +47,11 @@ from sklearn.tree import DecisionTreeClassifier
 
 from pipelines.exceptions import InputError
 from pipelines.stats.association import MedianSplit, numeric_column
-from pipelines.stats.forest import LeanRandomForestClassifier, forest_impurity_importances
+from pipelines.stats.forest import (
+    LeanRandomForestClassifier,
+    LeanTreeGrower,
+    forest_impurity_importances,
+)
 from pipelines.stats.impute import MedianImputer
 from pipelines.stats.splits import loo_folds
 from pipelines.stats.survival import (
@@ -663,6 +667,7 @@ def rf_oob(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = 100,
     total, count = np.zeros(n), np.zeros(n)
     impurity = np.zeros(X.shape[1])
     A = X.to_numpy(dtype=np.float64)
+    grower = LeanTreeGrower(**params)  # DecisionTreeClassifier(**params, random_state=seed).fit
     for b in range(n_trees):
         boot = rng.integers(0, n, n)
         inbag = np.unique(boot)
@@ -672,8 +677,7 @@ def rf_oob(X: pd.DataFrame, y, seed: int = 0, n_estimators: int = 100,
             prep, rows = MedianImputer().fit(A[inbag]), A
         else:
             prep, rows = clone(preprocess).fit(X.iloc[inbag]), X
-        tree = DecisionTreeClassifier(random_state=int(seeds[b]), **params)
-        tree.fit(prep.transform(_take(rows, boot)), lab[boot])
+        tree = grower.fit(prep.transform(_take(rows, boot)), lab[boot], int(seeds[b]))
         imp = tree.feature_importances_
         if imp.size != X.shape[1]:
             raise InputError("preprocess must keep one output column per input feature")

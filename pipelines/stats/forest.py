@@ -20,10 +20,12 @@ import numbers
 
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.tree import DecisionTreeClassifier
 
 try:  # sklearn's private tree-building API (checked against the public fit by the tests)
     from sklearn.tree._classes import CRITERIA_CLF, DENSE_SPLITTERS
     from sklearn.tree._tree import DepthFirstTreeBuilder, Tree
+    from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_random_state, validate_data
 except ImportError:  # pragma: no cover - a future sklearn: use the public fit
     CRITERIA_CLF = None
@@ -105,38 +107,91 @@ class LeanRandomForestClassifier(RandomForestClassifier):
 
     def _lean_tree(self, template, seed: int, X: np.ndarray, y: np.ndarray,
                    rs: np.random.RandomState):
-        """Return one fitted tree: ``_parallel_build_trees`` + ``BaseDecisionTree._fit`` for a
-        bootstrap sample, a classifier, dense finite X and the settings ``_lean_covers``.
-
-        ``rs`` is reseeded with ``seed`` for each of sklearn's two ``RandomState(seed)``: the
-        bootstrap draw and the splitter (which draws its own seed when the builder starts)."""
+        """Return one fitted tree: ``_parallel_build_trees`` for a bootstrap sample, then
+        ``BaseDecisionTree._fit`` (see :func:`_grown_tree`); ``rs`` is reseeded with ``seed`` for
+        each of sklearn's ``RandomState(seed)``."""
         tree = copy.copy(template)
         tree.random_state = seed
-        n, n_features = X.shape
+        n = X.shape[0]
         # the bootstrap sample as counts (sklearn's _generate_sample_indices + bincount)
         rs.seed(seed)
         idx = rs.randint(0, n, n).astype(np.int32)
         weight = np.bincount(idx, minlength=n).astype(np.float64)
-        # the tree re-encodes the forest's class indices: the same values, its own classes
-        classes, encoded = np.unique(y[:, 0], return_inverse=True)
-        n_classes = np.array([classes.shape[0]], dtype=np.intp)
-        y_tree = np.ascontiguousarray(encoded.reshape(-1, 1), dtype=np.float64)
-        max_features = tree_max_features(tree.max_features, n_features)
-        min_leaf = tree.min_samples_leaf
-        min_split = max(tree.min_samples_split, 2 * min_leaf)
-        min_weight_leaf = tree.min_weight_fraction_leaf * np.sum(weight)
-        max_depth = INT32_MAX if tree.max_depth is None else tree.max_depth
-        criterion = CRITERIA_CLF[tree.criterion](1, n_classes)
-        splitter = DENSE_SPLITTERS[tree.splitter](
-            criterion, max_features, min_leaf, min_weight_leaf, rs, None)
-        rs.seed(seed)
-        tree_ = Tree(n_features, n_classes, 1)
-        DepthFirstTreeBuilder(splitter, min_split, min_leaf, min_weight_leaf, max_depth,
-                              tree.min_impurity_decrease).build(tree_, X, y_tree, weight, None)
-        tree.n_features_in_ = n_features
-        tree.n_outputs_ = 1
-        tree.max_features_ = max_features
-        tree.classes_ = classes
-        tree.n_classes_ = n_classes[0]
-        tree.tree_ = tree_
-        return tree
+        return _grown_tree(tree, X, y[:, 0], weight, rs)
+
+
+def _tree_covered(tree: DecisionTreeClassifier) -> bool:
+    """Return whether :func:`_grown_tree` reproduces this tree's fit."""
+    return (CRITERIA_CLF is not None and tree.criterion in CRITERIA_CLF
+            and tree.splitter in DENSE_SPLITTERS and tree.class_weight is None
+            and tree.max_leaf_nodes is None and tree.ccp_alpha == 0.0
+            and tree.monotonic_cst is None and isinstance(tree.random_state, numbers.Integral)
+            and isinstance(tree.min_samples_leaf, numbers.Integral)
+            and isinstance(tree.min_samples_split, numbers.Integral))
+
+
+def _grown_tree(tree: DecisionTreeClassifier, X: np.ndarray, labels: np.ndarray,
+                weight: np.ndarray | None, rs: np.random.RandomState) -> DecisionTreeClassifier:
+    """Return ``tree`` grown on validated float32 X (n, p) and 1-D labels (n,) with optional
+    float64 sample weights: ``BaseDecisionTree._fit`` after its input checks, for the settings
+    :func:`_tree_covered` accepts; ``rs`` is reseeded with the tree's seed for the splitter."""
+    n, n_features = X.shape
+    classes, encoded = np.unique(labels, return_inverse=True)
+    n_classes = np.array([classes.shape[0]], dtype=np.intp)
+    y_tree = np.ascontiguousarray(encoded.reshape(-1, 1), dtype=np.float64)
+    max_features = tree_max_features(tree.max_features, n_features)
+    min_leaf = tree.min_samples_leaf
+    min_split = max(tree.min_samples_split, 2 * min_leaf)
+    min_weight_leaf = tree.min_weight_fraction_leaf * (n if weight is None else np.sum(weight))
+    max_depth = INT32_MAX if tree.max_depth is None else tree.max_depth
+    criterion = CRITERIA_CLF[tree.criterion](1, n_classes)
+    splitter = DENSE_SPLITTERS[tree.splitter](
+        criterion, max_features, min_leaf, min_weight_leaf, rs, None)
+    rs.seed(tree.random_state)  # the splitter draws its own seed when the builder starts
+    tree_ = Tree(n_features, n_classes, 1)
+    DepthFirstTreeBuilder(splitter, min_split, min_leaf, min_weight_leaf, max_depth,
+                          tree.min_impurity_decrease).build(tree_, X, y_tree, weight, None)
+    tree.n_features_in_ = n_features
+    tree.n_outputs_ = 1
+    tree.max_features_ = max_features
+    tree.classes_ = classes
+    tree.n_classes_ = n_classes[0]
+    tree.tree_ = tree_
+    return tree
+
+
+def _integral_labels(y: np.ndarray) -> bool:
+    """Return whether y is numeric, finite and whole-valued (then sklearn's target check, which
+    costs more than growing a small tree, is sure to pass: binary or multiclass)."""
+    return y.dtype.kind in "biu" or (y.dtype.kind == "f" and bool(np.all(np.isfinite(y)))
+                                     and bool(np.all(y == np.floor(y))))
+
+
+class LeanTreeGrower:
+    """Fits ``DecisionTreeClassifier(**params, random_state=seed)`` on (X, y), the same tree to
+    the bit as its ``fit``: parameters validated once, input checks per tree only where they
+    can fail, sklearn's builder as in :class:`LeanRandomForestClassifier`."""
+
+    def __init__(self, **params):
+        self.template = DecisionTreeClassifier(**params, random_state=0)
+        self.template._validate_params()
+        self.covered = _tree_covered(self.template)
+        self.rs = np.random.RandomState(0)
+
+    def fit(self, X, y, seed: int) -> DecisionTreeClassifier:
+        """Return the tree of this seed fitted on X (n, p) and labels y (n,)."""
+        tree = copy.copy(self.template)
+        tree.random_state = int(seed)
+        if not self.covered:
+            return tree.fit(X, y)
+        X32, labels = validate_data(
+            tree, X, y, validate_separately=(
+                {"dtype": np.float32, "accept_sparse": "csc", "ensure_all_finite": False},
+                {"ensure_2d": False, "dtype": None}))
+        labels = np.atleast_1d(labels)
+        if (not isinstance(X32, np.ndarray) or not np.isfinite(X32).all() or labels.ndim != 1
+                or len(labels) != X32.shape[0]):
+            return tree.fit(X, y)  # sparse, missing values, multi-output, or sklearn's error
+        if not _integral_labels(labels):
+            check_classification_targets(labels)
+        return _grown_tree(tree, X32, labels, None, self.rs)
