@@ -38,16 +38,7 @@ def _assert_same_forest(a: RandomForestClassifier, b: RandomForestClassifier, X)
         elif k != "estimators_":
             np.testing.assert_array_equal(va, vb, err_msg=k)
     for ta, tb in zip(a.estimators_, b.estimators_, strict=True):
-        assert type(ta) is type(tb)
-        assert ta.get_params() == tb.get_params()
-        assert set(vars(ta)) == set(vars(tb))
-        for k in vars(ta):
-            if k != "tree_":
-                np.testing.assert_array_equal(getattr(ta, k), getattr(tb, k), err_msg=k)
-        sa, sb = ta.tree_.__getstate__(), tb.tree_.__getstate__()
-        assert sa.keys() == sb.keys()
-        for k in sa:
-            assert np.array_equal(sa[k], sb[k]), k
+        _assert_same_tree(ta, tb, np.asarray(X))
     assert np.array_equal(a.predict_proba(X), b.predict_proba(X))
     assert np.array_equal(a.feature_importances_, b.feature_importances_)
     assert np.array_equal(forest_impurity_importances(b), a.feature_importances_)
@@ -141,12 +132,14 @@ def test_it_clones_pickles_and_refuses_what_sklearn_refuses():
 
 
 def _assert_same_tree(ta, tb, X) -> None:
+    assert type(ta) is type(tb)
     assert ta.get_params() == tb.get_params()
     assert set(vars(ta)) == set(vars(tb))
     for k in vars(ta):
         if k != "tree_":
             np.testing.assert_array_equal(getattr(ta, k), getattr(tb, k), err_msg=k)
     sa, sb = ta.tree_.__getstate__(), tb.tree_.__getstate__()
+    assert sa.keys() == sb.keys()
     for k in sa:
         assert np.array_equal(sa[k], sb[k]), k
     assert np.array_equal(ta.predict_proba(X), tb.predict_proba(X))
