@@ -171,7 +171,7 @@ def demo(
     ] = Path("demo-cohort"),
     lake: LakeOpt = "lake",
     patients: Annotated[int, typer.Option(help="patients in the demo cohort")] = 24,
-    biopsy_patients: Annotated[int, typer.Option(help="patients of the biopsy cohort")] = 12,
+    biopsy_patients: Annotated[int, typer.Option(help="patients of the biopsy cohort")] = 45,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
 ):
     """Run everything end to end on a small synthetic cohort and say where the results are."""
