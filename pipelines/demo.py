@@ -280,7 +280,7 @@ def run_demo(
         res = ev.get("results")
         if res is None or not (res["auc_low95"] > 0.5).any():
             echo(f"      no 95% CI above 0.5: {biopsy_patients} biopsy patients are too few to "
-                 "tell the model from chance (the default 45 give a CI above 0.5); "
+                 "tell the model from chance (at seed 0 the default 45 give a CI above 0.5); "
                  "`python benchmarks/spatial.py` runs the same stage with every evaluation")
     echo("[7/7] report")
     from pipelines.report import build_report

@@ -434,6 +434,11 @@ def section_classifier(d: ReportData) -> str:
     return "".join(parts)
 
 
+def marker_estimate(params: dict) -> str:
+    """Return the Fig. 5 estimate an analyze run used (runs before the option used LOOCV)."""
+    return params.get("marker_cv", "loocv")
+
+
 def section_markers(d: ReportData) -> str:
     """Figure 5a/b heatmaps and the top feature per marker (5c) as a table."""
     df = d.results["results_marker_auc"]
@@ -453,7 +458,7 @@ def section_markers(d: ReportData) -> str:
                   "--marker-cv loocv runs the paper's pooled leave-one-out)",
            "loocv": "the paper's pooled leave-one-out (one forest per patient and cell)",
            "none": "the train/test split only (--marker-cv none)"}
-    est = d.params.get("marker_cv", "loocv")  # runs before the option existed used LOOCV
+    est = marker_estimate(d.params)
     which = P.note(f"Cross-validated estimate of this run: {how.get(est, est)}.")
     return small + which + (P.figure_html(
         F.marker_auc_heatmaps(df), "fig5",
@@ -621,7 +626,7 @@ def build_report(lake: Lake | str, run_id: str | None = None,
                 f"<code>{P.esc(data.params.get('encoder', '?'))}</code>, mask region "
                 f"<code>{P.esc(data.params.get('region', 'roi'))}</code>, protocol "
                 f"<code>{P.esc(data.params.get('protocol', '?'))}</code>, marker heatmap "
-                f"estimate <code>{P.esc(data.params.get('marker_cv', 'loocv'))}</code>, drlake "
+                f"estimate <code>{P.esc(marker_estimate(data.params))}</code>, drlake "
                 f"{P.esc(data.run['package_version'])}; reproduces seed 000 (Table 1, "
                 f"Figures 2–5, Table 2).")
     html = P.render_page(f"drlake report: {rid}", subtitle, sections, banner=status)

@@ -65,20 +65,21 @@ class LeanRandomForestClassifier(RandomForestClassifier):
     """
 
     def _lean_covers(self, sample_weight) -> bool:
-        """Return whether fit can take the lean path with these settings."""
+        """Return whether fit can take the lean path with these forest-level settings (the
+        trees' own settings are checked by :func:`_tree_covered`)."""
         return (CRITERIA_CLF is not None and sample_weight is None and self.bootstrap
                 and not self.oob_score and not self.warm_start and self.class_weight is None
-                and self.max_samples is None and self.max_leaf_nodes is None
-                and self.ccp_alpha == 0.0 and self.monotonic_cst is None
-                and self.criterion in CRITERIA_CLF
-                and isinstance(self.min_samples_leaf, numbers.Integral)
-                and isinstance(self.min_samples_split, numbers.Integral))
+                and self.max_samples is None)
 
     def fit(self, X, y, sample_weight=None):
         """Fit the forest on (X, y); return self (equal to ``RandomForestClassifier.fit``)."""
         if not self._lean_covers(sample_weight):
             return super().fit(X, y, sample_weight)
         self._validate_params()
+        self._validate_estimator()
+        template = self._make_estimator(append=False, random_state=0)  # seeds set per tree
+        if not _tree_covered(template):
+            return super().fit(X, y, sample_weight)
         X_in, y_in = X, y
         X, y = validate_data(self, X, y, multi_output=True, accept_sparse="csc",
                              dtype=np.float32, ensure_all_finite=False)
@@ -91,33 +92,31 @@ class LeanRandomForestClassifier(RandomForestClassifier):
         y, _ = self._validate_y_class_weight(y, None)  # classes_, n_classes_; y as class indices
         y = np.ascontiguousarray(y, dtype=np.float64)
         self._sample_weight = None
-        n, n_features = X.shape
-        self._n_samples_bootstrap = n
-        self._validate_estimator()
+        self._n_samples_bootstrap = X.shape[0]
         random_state = check_random_state(self.random_state)
         # RandomForestClassifier draws one seed per tree, in order (``_set_random_states``)
         seeds = random_state.randint(INT32_MAX, size=self.n_estimators)
-        template = self._make_estimator(append=False)
         # one generator reseeded per use: RandomState(seed) would first draw OS entropy (~90 us)
         rs = np.random.RandomState(0)
-        self.estimators_ = [self._lean_tree(template, int(s), X, y, rs) for s in seeds]
+        self.estimators_ = [_bootstrap_tree(template, int(s), X, y[:, 0], rs) for s in seeds]
         self.n_classes_ = self.n_classes_[0]
         self.classes_ = self.classes_[0]
         return self
 
-    def _lean_tree(self, template, seed: int, X: np.ndarray, y: np.ndarray,
-                   rs: np.random.RandomState):
-        """Return one fitted tree: ``_parallel_build_trees`` for a bootstrap sample, then
-        ``BaseDecisionTree._fit`` (see :func:`_grown_tree`); ``rs`` is reseeded with ``seed`` for
-        each of sklearn's ``RandomState(seed)``."""
-        tree = copy.copy(template)
-        tree.random_state = seed
-        n = X.shape[0]
-        # the bootstrap sample as counts (sklearn's _generate_sample_indices + bincount)
-        rs.seed(seed)
-        idx = rs.randint(0, n, n).astype(np.int32)
-        weight = np.bincount(idx, minlength=n).astype(np.float64)
-        return _grown_tree(tree, X, y[:, 0], weight, rs)
+
+def _bootstrap_tree(template: DecisionTreeClassifier, seed: int, X: np.ndarray,
+                    labels: np.ndarray, rs: np.random.RandomState) -> DecisionTreeClassifier:
+    """Return a copy of ``template`` with this seed, grown on a bootstrap sample of the n rows
+    of X: ``_parallel_build_trees`` (the sample as counts, from sklearn's
+    ``_generate_sample_indices``), then :func:`_grown_tree`; ``rs`` is reseeded with ``seed``
+    for each of sklearn's ``RandomState(seed)``."""
+    tree = copy.copy(template)
+    tree.random_state = seed
+    n = X.shape[0]
+    rs.seed(seed)
+    idx = rs.randint(0, n, n).astype(np.int32)
+    weight = np.bincount(idx, minlength=n).astype(np.float64)
+    return _grown_tree(tree, X, labels, weight, rs)
 
 
 def _tree_covered(tree: DecisionTreeClassifier) -> bool:
